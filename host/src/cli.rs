@@ -1,0 +1,221 @@
+//! Command-line interface: flags are parsed here into the typed settings the rest of the host
+//! takes. This is the only place that knows about flags and environment variables.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use crate::bindings;
+use crate::plugin::{
+    CacheOutcome, CompileCache, Plugin, PluginEngine, PluginSet, PluginSource, RuntimeLimits,
+};
+use crate::policy::OutputPolicy;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fanout",
+    version,
+    about = "Route Kubernetes events between Kafka topics with WebAssembly plugins"
+)]
+pub struct Cli {
+    /// Log filter, e.g. `info` or `fanout=debug` (tracing EnvFilter syntax).
+    #[arg(long, global = true, env = "FANOUT_LOG", default_value = "info")]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Dry run: route EventRouter envelopes from a file through plugins, without Kafka.
+    ///
+    /// Prints one JSON object per input line: {"line":N,"destinations":[...],"dead_letter":...}.
+    Route(RouteArgs),
+    /// Validate a plugin and print its exports, imports, size and compile time.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RouteArgs {
+    /// A plugin directory (every *.wasm, each with optional X.json config) or one .wasm file.
+    #[arg(long, env = "FANOUT_PLUGINS")]
+    pub plugins: PathBuf,
+    /// Config (JSON) for a single plugin file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// EventRouter envelopes, one per line; `-` reads standard input.
+    #[arg(long, default_value = "-")]
+    pub input: PathBuf,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The plugin file.
+    pub wasm: PathBuf,
+    /// Config (JSON) to pass to the plugin's `init`.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// Limits and caching for the plugin runtime.
+#[derive(Debug, Args)]
+pub struct RuntimeArgs {
+    /// Linear memory one plugin instance may use, in MiB.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub memory_limit_mib: u32,
+    /// Deadline of one plugin call, in milliseconds.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub deadline_ms: u64,
+    /// Most destinations one event may have.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_destinations: u32,
+    /// Largest record (key + value + headers) a destination may produce, in bytes.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub max_record_bytes: u64,
+    /// Where precompiled plugins are cached [default: $XDG_CACHE_HOME/fanout or ~/.cache/fanout].
+    #[arg(long, env = "FANOUT_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile every plugin from scratch; read and write no cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+impl RuntimeArgs {
+    fn limits(&self) -> RuntimeLimits {
+        RuntimeLimits {
+            memory_bytes: (self.memory_limit_mib as usize) << 20,
+            call_deadline: Duration::from_millis(self.deadline_ms),
+            output: OutputPolicy {
+                max_destinations: self.max_destinations as usize,
+                max_record_bytes: self.max_record_bytes as usize,
+            },
+            ..RuntimeLimits::default()
+        }
+    }
+
+    fn cache(&self) -> anyhow::Result<Option<CompileCache>> {
+        if self.no_cache {
+            return Ok(None);
+        }
+        match &self.cache_dir {
+            // An explicitly named cache must be usable.
+            Some(dir) => CompileCache::open(dir).map(Some),
+            // The default one is a convenience: without it, plugins are compiled on each load.
+            None => Ok(CompileCache::default_dir().and_then(|dir| {
+                CompileCache::open(&dir)
+                    .inspect_err(|e| tracing::warn!("compile cache disabled: {e:#}"))
+                    .ok()
+            })),
+        }
+    }
+
+    pub fn engine(&self) -> anyhow::Result<PluginEngine> {
+        PluginEngine::new(self.limits(), self.cache()?)
+    }
+}
+
+/// Installs the log subscriber: human-readable on standard error.
+pub fn init_logging(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level).unwrap_or_else(|e| {
+        eprintln!(
+            "warning: invalid log filter {:?} ({e}); using `info`",
+            cli.log_level
+        );
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    use std::io::IsTerminal as _;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Route(args) => route(args),
+        Command::Check(args) => check(args),
+    }
+}
+
+fn route(args: RouteArgs) -> anyhow::Result<ExitCode> {
+    let engine = args.runtime.engine()?;
+    let set = PluginSet::load_path(&engine, &args.plugins, args.config.as_deref())?;
+    tracing::info!(
+        version = set.version(),
+        plugins = ?set.plugins().iter().map(|p| &*p.name).collect::<Vec<_>>(),
+        "plugin set loaded"
+    );
+    let input: Box<dyn BufRead + Send> = if args.input.as_os_str() == "-" {
+        Box::new(std::io::BufReader::new(std::io::stdin()))
+    } else {
+        let file = std::fs::File::open(&args.input)
+            .with_context(|| format!("opening input {}", args.input.display()))?;
+        Box::new(std::io::BufReader::new(file))
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let summary = crate::dryrun::run(engine, Arc::new(set), input, &mut out)?;
+    tracing::info!("{summary}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let engine = args.runtime.engine()?;
+    let source = PluginSource::file(&args.wasm, args.config.clone());
+    let plugin = Plugin::load(&engine, source)?;
+    // Also time a compile that bypasses the cache, so the saving is visible.
+    let uncached = {
+        let wasm = std::fs::read(&args.wasm)?;
+        let started = Instant::now();
+        wasmtime::component::Component::new(engine.engine(), &wasm)?;
+        started.elapsed()
+    };
+    print_check(&plugin, uncached);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_check(plugin: &Plugin, uncached: Duration) {
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+    println!(
+        "plugin:    {} ({})",
+        plugin.name,
+        plugin.source.wasm.display()
+    );
+    println!(
+        "size:      {} bytes, sha256 {}",
+        plugin.size,
+        crate::plugin::cache::hex(&plugin.sha256)
+    );
+    println!(
+        "world:     fanout:router@{} (this host implements fanout:router@{})",
+        plugin.wit_version,
+        bindings::WIT_VERSION
+    );
+    println!("exports:   {}", plugin.exports.join(", "));
+    println!("imports:   {}", plugin.imports.join(", "));
+    let load = match plugin.timing.cache {
+        CacheOutcome::Hit => format!("{} (from the compile cache)", ms(plugin.timing.compile)),
+        CacheOutcome::Miss => format!("{} (compiled, now cached)", ms(plugin.timing.compile)),
+        CacheOutcome::Disabled => {
+            format!("{} (compiled, cache disabled)", ms(plugin.timing.compile))
+        }
+    };
+    println!("load:      {load}");
+    println!("compile:   {} (Cranelift, without the cache)", ms(uncached));
+    println!(
+        "init:      ok in {} with config {}",
+        ms(plugin.timing.init),
+        plugin.config.trim()
+    );
+}

@@ -1,0 +1,25 @@
+//! The default plugin's logic as a native Rust function: the baseline the benchmarks measure
+//! `by-namespace.wasm` against. It must stay behaviourally identical to `plugins/by-namespace`.
+
+use crate::bindings::{Destination, Event};
+
+/// Routes to `<prefix><namespace>`, forwarding the bytes unchanged and keeping the source key,
+/// falling back to `involvedObject.name`.
+pub fn by_namespace(event: &Event, prefix: &str) -> Result<Vec<Destination>, String> {
+    if event.namespace.is_empty() {
+        return Err(
+            "event.metadata.namespace is missing or empty; cannot route by namespace".into(),
+        );
+    }
+    let key = match &event.source.key {
+        Some(_) => None,
+        None if event.involved_object.name.is_empty() => None,
+        None => Some(event.involved_object.name.as_bytes().to_vec()),
+    };
+    Ok(vec![Destination {
+        topic: format!("{prefix}{}", event.namespace),
+        key,
+        headers: Vec::new(),
+        payload: None,
+    }])
+}

@@ -1,0 +1,161 @@
+//! The shared wasmtime machinery: one `Engine`, one `Linker` with every import added once, the
+//! epoch ticker that enforces call deadlines, and the limits every instance runs under.
+//!
+//! Built once at start-up and cloned cheaply (everything inside is reference-counted); plugin
+//! loading and per-thread routers all hang off a [`PluginEngine`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+use super::cache::CompileCache;
+use super::host::HostState;
+use crate::bindings::Router;
+use crate::policy::OutputPolicy;
+
+/// How often the epoch advances. A call's deadline is rounded up to whole ticks, so a deadline is
+/// enforced to within one tick.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Limits every plugin instance runs under.
+#[derive(Debug, Clone)]
+pub struct RuntimeLimits {
+    /// Linear memory one instance may use, in bytes.
+    pub memory_bytes: usize,
+    /// Wall-clock budget of one `route` or `init` call.
+    pub call_deadline: Duration,
+    /// Lines a plugin may log (through `log`, stdout or stderr) per call; the rest are counted
+    /// and dropped, so a chatty plugin cannot flood the host's logs.
+    pub log_lines_per_call: u32,
+    /// What a plugin may ask the host to write.
+    pub output: OutputPolicy,
+}
+
+impl Default for RuntimeLimits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 << 20,
+            call_deadline: Duration::from_millis(100),
+            log_lines_per_call: 100,
+            output: OutputPolicy::default(),
+        }
+    }
+}
+
+impl RuntimeLimits {
+    /// The call deadline in epoch ticks, at least one.
+    pub fn deadline_ticks(&self) -> u64 {
+        let tick = EPOCH_TICK.as_nanos();
+        (self.call_deadline.as_nanos().div_ceil(tick)).max(1) as u64
+    }
+}
+
+/// The engine, linker, limits and compile cache shared by every plugin and every routing thread.
+#[derive(Clone)]
+pub struct PluginEngine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: RuntimeLimits,
+    cache: Option<CompileCache>,
+    _ticker: EpochTicker,
+}
+
+impl PluginEngine {
+    /// Builds the engine. `cache` is where precompiled plugins are kept; `None` compiles every
+    /// plugin from scratch.
+    pub fn new(limits: RuntimeLimits, cache: Option<CompileCache>) -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            // Plugins are synchronous; the component-model-async machinery costs ~0.6 µs a call.
+            .concurrency_support(false);
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("creating the wasmtime engine")?;
+
+        let mut linker = Linker::new(&engine);
+        // WASI is linked so that components built by the Rust toolchain (which import it for std)
+        // instantiate, but each store's WasiCtx grants nothing: no files, env, args or sockets.
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking WASI")?;
+        Router::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
+            .map_err(anyhow::Error::from)
+            .context("linking the fanout:router imports")?;
+
+        let ticker = EpochTicker::start(engine.clone())?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                limits,
+                cache,
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub fn linker(&self) -> &Linker<HostState> {
+        &self.inner.linker
+    }
+
+    pub fn limits(&self) -> &RuntimeLimits {
+        &self.inner.limits
+    }
+
+    pub fn cache(&self) -> Option<&CompileCache> {
+        self.inner.cache.as_ref()
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on its own thread, so that a plugin stuck
+/// in a loop is interrupted at its deadline. Stops when dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name("fanout-epoch".into())
+            .spawn({
+                let stop = stop.clone();
+                move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                }
+            })
+            .context("starting the epoch ticker thread")?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

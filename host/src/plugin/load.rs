@@ -1,0 +1,413 @@
+//! Loading one plugin: file → checked component → ready-to-instantiate `RouterPre` → `init`.
+//!
+//! Everything that can be wrong with a plugin is found here, at load, and reported with the file
+//! and the exact problem, so that a broken plugin never reaches an event.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+use wasmtime::Store;
+use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
+
+use super::cache::{self, CacheOutcome};
+use super::engine::PluginEngine;
+use super::host::HostState;
+use crate::bindings::{self, Router, RouterPre};
+
+/// Largest plugin file read, compressed or not.
+pub const MAX_WASM_BYTES: u64 = 64 << 20;
+/// Largest plugin config read.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Where one plugin comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginSource {
+    /// The file stem, which names the plugin in logs and in the `fanout-plugin` header.
+    pub name: String,
+    pub wasm: PathBuf,
+    /// Its JSON config, if it has one.
+    pub config: Option<PathBuf>,
+}
+
+impl PluginSource {
+    /// A single plugin file, with an explicit config file or none.
+    pub fn file(wasm: impl Into<PathBuf>, config: Option<PathBuf>) -> Self {
+        let wasm = wasm.into();
+        let name = plugin_name(&wasm);
+        Self { name, wasm, config }
+    }
+}
+
+fn plugin_name(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// Why a plugin was refused. Displayed after the file name by [`LoadError`].
+#[derive(Debug, thiserror::Error)]
+pub enum LoadProblem {
+    #[error("cannot read the file: {0}")]
+    Read(std::io::Error),
+    #[error("file is {0} bytes, larger than the {MAX_WASM_BYTES}-byte limit")]
+    TooLarge(u64),
+    #[error("not a WebAssembly file (it does not start with the `\\0asm` magic bytes)")]
+    NotWasm,
+    #[error(
+        "this is a core WebAssembly module, not a component; build the plugin with \
+         `cargo build --target wasm32-wasip2` or `cargo component build`, or wrap the module \
+         with `wasm-tools component new`"
+    )]
+    CoreModule,
+    #[error("invalid or unsupported component: {0:#}")]
+    Compile(wasmtime::Error),
+    #[error(
+        "built against fanout:router@{found}, but this host implements fanout:router@{supported}; \
+         rebuild the plugin against fanout:router@{supported}"
+    )]
+    IncompatibleWit {
+        found: String,
+        supported: &'static str,
+    },
+    #[error(
+        "does not target the fanout:router world: missing export `{0}` \
+         (a plugin exports `init` and `route`; see wit/router.wit)"
+    )]
+    MissingExport(&'static str),
+    #[error("does not match the fanout:router@{version} world: {0:#}", version = bindings::WIT_VERSION)]
+    WrongWorld(wasmtime::Error),
+    #[error(
+        "imports `{0}`, which fanout does not provide (plugins may import fanout:router and WASI only)"
+    )]
+    UnsupportedImport(String),
+    #[error("cannot read config {path}: {1}", path = .0.display())]
+    ConfigRead(PathBuf, std::io::Error),
+    #[error("config {path} is {1} bytes, larger than the {MAX_CONFIG_BYTES}-byte limit", path = .0.display())]
+    ConfigTooLarge(PathBuf, u64),
+    #[error("config {path} is not valid JSON: {1}", path = .0.display())]
+    ConfigNotJson(PathBuf, serde_json::Error),
+    #[error("init refused its config{name}: {1}", name = config_name(.0))]
+    InitFailed(Option<PathBuf>, String),
+    #[error("init trapped{name}: {1:#}", name = config_name(.0))]
+    InitTrapped(Option<PathBuf>, wasmtime::Error),
+    #[error("cannot instantiate: {0:#}")]
+    Instantiate(wasmtime::Error),
+}
+
+fn config_name(config: &Option<PathBuf>) -> String {
+    match config {
+        Some(path) => format!(" ({})", path.display()),
+        None => " (config `{}`)".to_owned(),
+    }
+}
+
+/// A plugin that could not be loaded: the file and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {problem}", .path.display())]
+pub struct LoadError {
+    pub path: PathBuf,
+    // Not a `#[source]`: the message already includes it, and error chains would repeat it.
+    pub problem: LoadProblem,
+}
+
+/// How long loading took, and whether the compile cache served it.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadTiming {
+    pub compile: Duration,
+    pub cache: CacheOutcome,
+    pub init: Duration,
+}
+
+/// A loaded, checked and initialised plugin, ready to be instantiated on any thread.
+pub struct Plugin {
+    pub name: Arc<str>,
+    pub source: PluginSource,
+    /// sha256 of the file as read (before any decompression).
+    pub sha256: [u8; 32],
+    pub size: u64,
+    /// The config passed to `init`, exactly as read (`{}` when none).
+    pub config: String,
+    /// The `fanout:router` version the plugin was built against.
+    pub wit_version: String,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    pub timing: LoadTiming,
+    pre: RouterPre<HostState>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("wasm", &self.source.wasm)
+            .field("wit_version", &self.wit_version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// Reads, compiles (through the cache), checks and initialises one plugin. The `init` call
+    /// runs on a throwaway instance so that a config the plugin rejects is found here.
+    pub fn load(engine: &PluginEngine, source: PluginSource) -> Result<Self, LoadError> {
+        let fail = |problem| LoadError {
+            path: source.wasm.clone(),
+            problem,
+        };
+        let wasm = read_limited(&source.wasm, MAX_WASM_BYTES).map_err(|e| match e {
+            ReadLimited::Io(e) => fail(LoadProblem::Read(e)),
+            ReadLimited::TooLarge(n) => fail(LoadProblem::TooLarge(n)),
+        })?;
+        let config = read_config(source.config.as_deref()).map_err(fail)?;
+
+        check_header(&wasm).map_err(fail)?;
+        let started = Instant::now();
+        let (component, cache_outcome) = cache::compile(engine.engine(), engine.cache(), &wasm)
+            .map_err(|e| fail(LoadProblem::Compile(e)))?;
+        let compile = started.elapsed();
+
+        let (wit_version, imports, exports) = check_world(engine, &component).map_err(fail)?;
+        let instance_pre = engine
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(|e| fail(LoadProblem::UnsupportedImport(format!("{e:#}"))))?;
+        let pre = RouterPre::new(instance_pre).map_err(|e| fail(LoadProblem::WrongWorld(e)))?;
+
+        let name: Arc<str> = source.name.as_str().into();
+        let started = Instant::now();
+        Instance::start(engine, &name, &pre, &config).map_err(|e| {
+            fail(match e {
+                StartError::Instantiate(e) => LoadProblem::Instantiate(e),
+                StartError::Trap(e) => LoadProblem::InitTrapped(source.config.clone(), e),
+                StartError::Refused(msg) => LoadProblem::InitFailed(source.config.clone(), msg),
+            })
+        })?;
+        let init = started.elapsed();
+
+        Ok(Self {
+            name,
+            sha256: Sha256::digest(&wasm).into(),
+            size: wasm.len() as u64,
+            config,
+            wit_version,
+            imports,
+            exports,
+            timing: LoadTiming {
+                compile,
+                cache: cache_outcome,
+                init,
+            },
+            pre,
+            source,
+        })
+    }
+
+    /// Starts a fresh instance and runs `init` on it.
+    pub(super) fn start(&self, engine: &PluginEngine) -> Result<Instance, StartError> {
+        Instance::start(engine, &self.name, &self.pre, &self.config)
+    }
+}
+
+/// A live instance with its store. Dropped after a trap: a trapped store is poisoned.
+pub(super) struct Instance {
+    pub store: Store<HostState>,
+    pub bindings: Router,
+}
+
+/// Why an instance could not be started.
+pub(super) enum StartError {
+    Instantiate(wasmtime::Error),
+    Trap(wasmtime::Error),
+    Refused(String),
+}
+
+impl Instance {
+    fn start(
+        engine: &PluginEngine,
+        name: &Arc<str>,
+        pre: &RouterPre<HostState>,
+        config: &str,
+    ) -> Result<Self, StartError> {
+        let limits = engine.limits();
+        let state = HostState::new(name.clone(), limits.memory_bytes, limits.log_lines_per_call);
+        let mut store = Store::new(engine.engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(limits.deadline_ticks());
+        let bindings = pre
+            .instantiate(&mut store)
+            .map_err(StartError::Instantiate)?;
+        store.data_mut().start_call();
+        store.set_epoch_deadline(limits.deadline_ticks());
+        match bindings.call_init(&mut store, config) {
+            Ok(Ok(())) => Ok(Self { store, bindings }),
+            Ok(Err(msg)) => Err(StartError::Refused(crate::deadletter::truncate(&msg))),
+            Err(trap) => Err(StartError::Trap(trap)),
+        }
+    }
+}
+
+fn check_header(wasm: &[u8]) -> Result<(), LoadProblem> {
+    // Both formats start with `\0asm`; the next four bytes are the version (core: 1 0 0 0) or,
+    // for components, version 0x0d and layer 1.
+    match wasm.get(..8) {
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Err(LoadProblem::CoreModule),
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => Ok(()),
+        _ => Err(LoadProblem::NotWasm),
+    }
+}
+
+/// Checks the component's exports and its `fanout:router` version, before the linker and the
+/// generated bindings check every type in detail.
+fn check_world(
+    engine: &PluginEngine,
+    component: &Component,
+) -> Result<(String, Vec<String>, Vec<String>), LoadProblem> {
+    let ty = component.component_type();
+    let imports: Vec<String> = ty
+        .imports(engine.engine())
+        .map(|(n, _)| n.to_owned())
+        .collect();
+    let exports: Vec<(String, bool)> = ty
+        .exports(engine.engine())
+        .map(|(n, item)| {
+            (
+                n.to_owned(),
+                matches!(item.ty, ComponentItem::ComponentFunc(_)),
+            )
+        })
+        .collect();
+
+    let found_version = imports.iter().find_map(|name| {
+        let rest = name.strip_prefix(bindings::TYPES_INTERFACE)?;
+        Some(rest.strip_prefix('@').unwrap_or("(unversioned)").to_owned())
+    });
+    for required in ["route", "init"] {
+        if !exports.iter().any(|(name, _)| name == required) {
+            // A component built against another version usually also lacks our exports; the
+            // version is the more useful thing to report.
+            if let Some(found) = &found_version
+                && !wit_compatible(found)
+            {
+                return Err(LoadProblem::IncompatibleWit {
+                    found: found.clone(),
+                    supported: bindings::WIT_VERSION,
+                });
+            }
+            return Err(LoadProblem::MissingExport(required));
+        }
+    }
+    let Some(found) = found_version else {
+        return Err(LoadProblem::WrongWorld(wasmtime::format_err!(
+            "it does not import `{}`; was it built from wit/router.wit?",
+            bindings::TYPES_INTERFACE
+        )));
+    };
+    if !wit_compatible(&found) {
+        return Err(LoadProblem::IncompatibleWit {
+            found,
+            supported: bindings::WIT_VERSION,
+        });
+    }
+    for import in &imports {
+        let ours = import.starts_with("fanout:router/") || import == "log";
+        if !ours && !import.starts_with("wasi:") {
+            return Err(LoadProblem::UnsupportedImport(import.clone()));
+        }
+    }
+    Ok((
+        found,
+        imports,
+        exports.into_iter().map(|(n, _)| n).collect(),
+    ))
+}
+
+/// Semver compatibility with [`bindings::WIT_VERSION`]: for 0.x the minor version must match,
+/// from 1.0 the major version must match and the plugin's minor must not be newer.
+pub fn wit_compatible(found: &str) -> bool {
+    let parse = |v: &str| -> Option<(u64, u64)> {
+        let mut parts = v.split(['.', '-', '+']);
+        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    };
+    let (Some((maj, min)), Some((our_maj, our_min))) = (parse(found), parse(bindings::WIT_VERSION))
+    else {
+        return false;
+    };
+    if our_maj == 0 {
+        maj == 0 && min == our_min
+    } else {
+        maj == our_maj && min <= our_min
+    }
+}
+
+enum ReadLimited {
+    Io(std::io::Error),
+    TooLarge(u64),
+}
+
+fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, ReadLimited> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(ReadLimited::Io)?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadLimited::Io)?;
+    if bytes.len() as u64 > limit {
+        let size = std::fs::metadata(path)
+            .map(|m| m.len())
+            .unwrap_or(bytes.len() as u64);
+        return Err(ReadLimited::TooLarge(size));
+    }
+    Ok(bytes)
+}
+
+fn read_config(path: Option<&Path>) -> Result<String, LoadProblem> {
+    let Some(path) = path else {
+        return Ok("{}".to_owned());
+    };
+    let bytes = read_limited(path, MAX_CONFIG_BYTES).map_err(|e| match e {
+        ReadLimited::Io(e) => LoadProblem::ConfigRead(path.to_owned(), e),
+        ReadLimited::TooLarge(n) => LoadProblem::ConfigTooLarge(path.to_owned(), n),
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        LoadProblem::ConfigRead(
+            path.to_owned(),
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
+        )
+    })?;
+    // Checked here so the error names the file, line and column, whatever the plugin's own
+    // config parser would have said.
+    serde_json::from_str::<serde::de::IgnoredAny>(&text)
+        .map_err(|e| LoadProblem::ConfigNotJson(path.to_owned(), e))?;
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_classified() {
+        assert!(matches!(
+            check_header(b"\0asm\x01\0\0\0"),
+            Err(LoadProblem::CoreModule)
+        ));
+        assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+        assert!(matches!(
+            check_header(b"#!/bin/sh"),
+            Err(LoadProblem::NotWasm)
+        ));
+        assert!(matches!(check_header(b""), Err(LoadProblem::NotWasm)));
+    }
+
+    #[test]
+    fn wit_versions() {
+        assert!(wit_compatible("0.1.0"));
+        assert!(wit_compatible("0.1.7"));
+        assert!(!wit_compatible("0.2.0"));
+        assert!(!wit_compatible("1.1.0"));
+        assert!(!wit_compatible("garbage"));
+    }
+}

@@ -1,0 +1,169 @@
+//! Output validation: what a plugin may ask the host to write.
+//!
+//! Every destination list passes through [`OutputPolicy::check`] before anything is produced. A
+//! violation dead-letters the whole event with a typed reason; nothing is partially written.
+
+use crate::bindings::Destination;
+use crate::deadletter::DeadLetterReason;
+
+/// Kafka's own limit on a topic name's length.
+pub const MAX_TOPIC_LEN: usize = 249;
+
+/// Limits on the destinations of one event.
+#[derive(Debug, Clone)]
+pub struct OutputPolicy {
+    /// Most destinations one event may have, across all plugins.
+    pub max_destinations: usize,
+    /// Largest record (key + value + headers) one destination may produce, in bytes.
+    pub max_record_bytes: usize,
+}
+
+impl Default for OutputPolicy {
+    fn default() -> Self {
+        Self {
+            max_destinations: 64,
+            // Just under the broker's default `message.max.bytes` (1048588) minus batch overhead.
+            max_record_bytes: 1_000_000,
+        }
+    }
+}
+
+impl OutputPolicy {
+    /// Checks one event's destinations. `raw_len` is the size of the source value, which a
+    /// destination without its own payload forwards.
+    pub fn check(
+        &self,
+        destinations: &[Destination],
+        raw_len: usize,
+    ) -> Result<(), DeadLetterReason> {
+        if destinations.len() > self.max_destinations {
+            return Err(DeadLetterReason::TooManyDestinations {
+                count: destinations.len(),
+                limit: self.max_destinations,
+            });
+        }
+        for d in destinations {
+            check_topic_name(&d.topic).map_err(|problem| DeadLetterReason::InvalidTopic {
+                topic: d.topic.clone(),
+                problem,
+            })?;
+            if d.topic.starts_with("__") {
+                return Err(DeadLetterReason::TopicDenied {
+                    topic: d.topic.clone(),
+                    rule: "is an internal topic (starts with `__`)".into(),
+                });
+            }
+            let bytes = record_size(d, raw_len);
+            if bytes > self.max_record_bytes {
+                return Err(DeadLetterReason::RecordTooLarge {
+                    topic: d.topic.clone(),
+                    bytes,
+                    limit: self.max_record_bytes,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Kafka's topic naming rules: 1 to 249 characters from `[a-zA-Z0-9._-]`, and not `.` or `..`.
+pub fn check_topic_name(topic: &str) -> Result<(), &'static str> {
+    if topic.is_empty() {
+        return Err("is empty");
+    }
+    if topic.len() > MAX_TOPIC_LEN {
+        return Err("is longer than 249 characters");
+    }
+    if topic == "." || topic == ".." {
+        return Err("is `.` or `..`");
+    }
+    if !topic
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err("has characters outside [a-zA-Z0-9._-]");
+    }
+    Ok(())
+}
+
+fn record_size(d: &Destination, raw_len: usize) -> usize {
+    let key = d.key.as_ref().map_or(0, Vec::len);
+    let value = d.payload.as_ref().map_or(raw_len, Vec::len);
+    let headers: usize = d
+        .headers
+        .iter()
+        .map(|h| h.key.len() + h.value.as_ref().map_or(0, Vec::len))
+        .sum();
+    key + value + headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::Header;
+
+    fn to(topic: &str) -> Destination {
+        Destination {
+            topic: topic.into(),
+            key: None,
+            headers: vec![],
+            payload: None,
+        }
+    }
+
+    #[test]
+    fn topic_name_rules() {
+        for ok in ["a", "payments", "kube-system", "a.b_c-D9", &"x".repeat(249)] {
+            assert_eq!(check_topic_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "bad topic!",
+            "Not_A_Valid/Topic",
+            "é",
+            &"x".repeat(250),
+        ] {
+            assert!(check_topic_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn internal_topics_are_denied() {
+        let err = OutputPolicy::default()
+            .check(&[to("__consumer_offsets")], 10)
+            .unwrap_err();
+        assert_eq!(err.kind(), "topic-denied");
+        // A single leading underscore is an ordinary topic.
+        OutputPolicy::default().check(&[to("_audit")], 10).unwrap();
+    }
+
+    #[test]
+    fn destination_count_and_record_size_are_capped() {
+        let policy = OutputPolicy {
+            max_destinations: 2,
+            max_record_bytes: 100,
+        };
+        let err = policy.check(&[to("a"), to("b"), to("c")], 10).unwrap_err();
+        assert_eq!(
+            err,
+            DeadLetterReason::TooManyDestinations { count: 3, limit: 2 }
+        );
+        // Forwarding a source value counts its size.
+        assert_eq!(
+            policy.check(&[to("a")], 101).unwrap_err().kind(),
+            "record-too-large"
+        );
+        let mut d = to("a");
+        d.payload = Some(vec![0; 60]);
+        d.headers.push(Header {
+            key: "h".into(),
+            value: Some(vec![0; 40]),
+        });
+        assert_eq!(
+            policy.check(&[d], 1).unwrap_err().kind(),
+            "record-too-large"
+        );
+    }
+}

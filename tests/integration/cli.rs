@@ -1,0 +1,158 @@
+//! The `fanout` binary's own behaviour: `check`, standard input, plugin logs, exit codes.
+
+use std::io::Write as _;
+use std::process::Stdio;
+
+use crate::support;
+
+#[test]
+fn check_reports_world_exports_and_timings() {
+    let output = support::fanout()
+        .arg("check")
+        .arg(support::wasm("by_namespace"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("world:     fanout:router@0.1.0"), "{text}");
+    assert!(
+        text.contains("exports:   init, route") || text.contains("exports:   route, init"),
+        "{text}"
+    );
+    assert!(text.contains("compile:"), "{text}");
+    assert!(text.contains("init:      ok"), "{text}");
+}
+
+#[test]
+fn check_refuses_an_unusable_plugin_with_a_clear_error() {
+    let output = support::fanout()
+        .arg("check")
+        .arg(support::wasm("wrong_world"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("wrong_world.wasm: does not target the fanout:router world"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("does not target").count(),
+        1,
+        "said once: {stderr}"
+    );
+}
+
+#[test]
+fn route_fails_clearly_when_a_plugin_cannot_be_used() {
+    let dir = support::plugin_set_dir(&["by_namespace", "future_version"], &[]);
+    let output = support::fanout()
+        .args(["route", "--input", "/dev/null", "--plugins"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("future_version.wasm: built against fanout:router@0.2.0"),
+        "{stderr}"
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "nothing is routed by a refused set"
+    );
+}
+
+#[test]
+fn route_reads_standard_input_and_keeps_order() {
+    let mut child = support::fanout()
+        .args(["route", "--plugins"])
+        .arg(support::wasm("by_namespace"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let lines = support::lines("events/eventrouter.jsonl");
+    let writer = std::thread::spawn(move || {
+        // Many times the channel depth, to exercise backpressure between the threads.
+        for _ in 0..20 {
+            for line in &lines {
+                stdin.write_all(line).unwrap();
+                stdin.write_all(b"\n").unwrap();
+            }
+        }
+    });
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(output.status.success());
+    let results: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let expected = support::lines("events/eventrouter.jsonl").len() * 20;
+    assert_eq!(results.len(), expected);
+    for (i, result) in results.iter().enumerate() {
+        assert_eq!(result["line"], i + 1);
+    }
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!("{expected} lines:")),
+        "a summary is logged: {stderr}"
+    );
+}
+
+#[test]
+fn plugin_logs_and_output_reach_the_host_log_tagged_with_the_plugin() {
+    let event = r#"{"verb":"ADDED","event":{"metadata":{"namespace":"chaos"},"involvedObject":{"name":"x"},"reason":"HostileLog"}}"#;
+    let mut child = support::fanout()
+        .args(["route", "--log-level", "fanout=trace", "--plugins"])
+        .arg(support::wasm("hostile"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{event}").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        stdout.contains(r#""topic":"ok.chaos""#),
+        "plugin output is not routed output: {stdout}"
+    );
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    for level in ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"] {
+        let expected = format!("hostile log at {}", level.to_lowercase());
+        assert!(
+            stderr.lines().any(|l| l.contains(level)
+                && l.contains(&expected)
+                && l.contains(r#"plugin="hostile" stream="log""#)),
+            "no {level} line from the plugin: {stderr}"
+        );
+    }
+    assert!(
+        stderr.contains(r#"wrote to stdout plugin="hostile" stream="stdout""#),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(r#"wrote to stderr plugin="hostile" stream="stderr""#),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn invalid_flags_are_refused() {
+    let output = support::fanout()
+        .args(["route", "--plugins", "x", "--memory-limit-mib", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--memory-limit-mib"));
+}

@@ -1,0 +1,195 @@
+//! Hostile plugins: each attack is followed by a normal event that must still route, proving the
+//! instance was contained and, after a trap, replaced.
+
+use std::time::{Duration, Instant};
+
+use fanout::deadletter::DeadLetterReason;
+use fanout::plugin::{Outcome, Router, RuntimeLimits};
+
+use crate::support;
+
+const NORMAL: &str = r#"{"verb":"ADDED","event":{"metadata":{"name":"api-0.1","namespace":"chaos","uid":"n1"},"involvedObject":{"kind":"Pod","namespace":"chaos","name":"api-0","uid":"p1","apiVersion":"v1"},"reason":"Started","message":"Started container api","source":{"component":"kubelet","host":"node-1"},"firstTimestamp":"2026-11-20T08:15:02Z","lastTimestamp":"2026-11-20T08:15:02Z","count":1,"type":"Normal","eventTime":null,"reportingComponent":""}}"#;
+
+fn attack(reason: &str) -> Vec<u8> {
+    NORMAL
+        .replace(r#""reason":"Started""#, &format!(r#""reason":"{reason}""#))
+        .into_bytes()
+}
+
+fn hostile_router() -> Router {
+    support::router(&support::engine(), &["hostile"], &[])
+}
+
+/// Routes `attack`, returns its outcome, and checks the next normal event routes to `ok.chaos`.
+fn attack_then_normal(router: &mut Router, reason: &str) -> Outcome {
+    let outcome = router.route(&support::event(&attack(reason)));
+    let normal = router.route(&support::event(NORMAL.as_bytes()));
+    match &normal {
+        Outcome::Routed(d) if d.len() == 1 && d[0].topic == "ok.chaos" => {}
+        other => panic!("after {reason}, a normal event routed to {other:?}"),
+    }
+    outcome
+}
+
+fn dead_letter(outcome: Outcome) -> DeadLetterReason {
+    match outcome {
+        Outcome::DeadLetter { reason, plugin } => {
+            assert_eq!(
+                plugin.as_deref(),
+                Some("hostile"),
+                "the dead letter names the plugin"
+            );
+            reason
+        }
+        other => panic!("expected a dead letter, got {other:?}"),
+    }
+}
+
+#[test]
+fn infinite_loop_times_out_at_the_deadline() {
+    let mut router = hostile_router();
+    let started = Instant::now();
+    let reason = dead_letter(attack_then_normal(&mut router, "HostileLoop"));
+    assert_eq!(
+        reason,
+        DeadLetterReason::PluginTimeout(Duration::from_millis(100))
+    );
+    // Not a speed assertion: a loop that was never interrupted would not return at all.
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn memory_bomb_is_capped() {
+    let mut router = hostile_router();
+    let reason = dead_letter(attack_then_normal(&mut router, "HostileMemoryBomb"));
+    assert_eq!(
+        reason.to_string(),
+        "plugin-trap: memory limit of 64 MiB exceeded"
+    );
+}
+
+#[test]
+fn memory_cap_is_configurable() {
+    let limits = RuntimeLimits {
+        memory_bytes: 16 << 20,
+        ..RuntimeLimits::default()
+    };
+    let mut router = support::router(&support::engine_with(limits), &["hostile"], &[]);
+    let reason = dead_letter(attack_then_normal(&mut router, "HostileMemoryBomb"));
+    assert_eq!(
+        reason.to_string(),
+        "plugin-trap: memory limit of 16 MiB exceeded"
+    );
+}
+
+#[test]
+fn unbounded_recursion_traps_with_stack_overflow() {
+    let mut router = hostile_router();
+    let reason = dead_letter(attack_then_normal(&mut router, "HostileRecursion"));
+    assert_eq!(reason.kind(), "plugin-trap");
+    assert!(
+        reason.to_string().contains("call stack exhausted"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn explicit_trap_is_a_plugin_trap() {
+    let mut router = hostile_router();
+    let reason = dead_letter(attack_then_normal(&mut router, "HostileTrap"));
+    assert_eq!(reason.kind(), "plugin-trap");
+    assert!(reason.to_string().contains("unreachable"), "{reason}");
+}
+
+#[test]
+fn plugin_error_carries_its_message() {
+    let mut router = hostile_router();
+    let reason = dead_letter(attack_then_normal(&mut router, "HostileErr"));
+    assert_eq!(
+        reason.to_string(),
+        "plugin-error: rejected by hostile plugin"
+    );
+}
+
+#[test]
+fn ten_thousand_destinations_are_refused() {
+    let mut router = hostile_router();
+    let reason = dead_letter(attack_then_normal(&mut router, "HostileFlood"));
+    assert_eq!(
+        reason,
+        DeadLetterReason::TooManyDestinations {
+            count: 10_000,
+            limit: 64
+        }
+    );
+}
+
+#[test]
+fn illegal_and_internal_topics_are_refused() {
+    let mut router = hostile_router();
+    for (attack, kind, detail) in [
+        (
+            "HostileBadTopic",
+            "invalid-topic",
+            "has characters outside [a-zA-Z0-9._-]",
+        ),
+        ("HostileDotTopic", "invalid-topic", "is `.` or `..`"),
+        (
+            "HostileLongTopic",
+            "invalid-topic",
+            "is longer than 249 characters",
+        ),
+        ("HostileEmptyTopic", "invalid-topic", "is empty"),
+        ("HostileInternalTopic", "topic-denied", "internal topic"),
+    ] {
+        let reason = dead_letter(attack_then_normal(&mut router, attack));
+        assert_eq!(reason.kind(), kind, "{attack}: {reason}");
+        assert!(reason.to_string().contains(detail), "{attack}: {reason}");
+    }
+}
+
+#[test]
+fn oversized_payload_is_refused() {
+    let mut router = hostile_router();
+    let reason = dead_letter(attack_then_normal(&mut router, "HostileHugePayload"));
+    assert_eq!(reason.kind(), "record-too-large", "{reason}");
+}
+
+#[test]
+fn file_and_environment_access_is_denied() {
+    // The host process has an environment and /etc/passwd exists; the plugin must see neither.
+    assert!(std::path::Path::new("/etc/passwd").exists());
+    assert!(std::env::vars().next().is_some());
+    let mut router = hostile_router();
+    let reason = dead_letter(attack_then_normal(&mut router, "HostileReadFile"));
+    assert_eq!(reason.kind(), "plugin-error", "{reason}");
+    assert!(
+        reason.to_string().contains("file access denied"),
+        "{reason}"
+    );
+    let reason = dead_letter(attack_then_normal(&mut router, "HostileReadEnv"));
+    assert_eq!(reason.kind(), "plugin-error", "{reason}");
+    assert!(
+        reason.to_string().contains("environment is empty"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn attacks_in_a_row_each_get_a_fresh_instance() {
+    let mut router = hostile_router();
+    for _ in 0..3 {
+        for attack in [
+            "HostileTrap",
+            "HostileRecursion",
+            "HostileLoop",
+            "HostileMemoryBomb",
+        ] {
+            let reason = dead_letter(attack_then_normal(&mut router, attack));
+            assert!(
+                matches!(reason.kind(), "plugin-trap" | "plugin-timeout"),
+                "{reason}"
+            );
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Integration tests: real plugins built from source, loaded by the real runtime, and the real
+//! `fanout` binary. One test binary (ripgrep's layout) with shared helpers in `support`.
+
+mod alerts;
+mod by_namespace;
+mod cache;
+mod cli;
+mod hostile;
+mod load_errors;
+mod support;
