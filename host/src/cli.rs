@@ -39,6 +39,79 @@ pub enum Command {
     Route(RouteArgs),
     /// Validate a plugin and print its exports, imports, size and compile time.
     Check(CheckArgs),
+    /// Run the service: consume EventRouter envelopes from Kafka and route them.
+    Run(RunArgs),
+    /// Run the real pipeline on an embedded Kafka, with generated events and live counts.
+    Demo(DemoArgs),
+}
+
+/// `fanout run`. Every flag overrides the environment and the config file; see `config`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// TOML config file [env: FANOUT_CONFIG].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Kafka bootstrap servers [env: FANOUT_BOOTSTRAP_SERVERS, or the old tool's ENDPOINT].
+    #[arg(long)]
+    pub bootstrap_servers: Option<String>,
+    /// The topic EventRouter writes to [env: FANOUT_SOURCE_TOPIC or TOPIC; default cluster-events].
+    #[arg(long)]
+    pub source_topic: Option<String>,
+    /// Consumer group [env: FANOUT_GROUP_ID; default fanout].
+    #[arg(long)]
+    pub group_id: Option<String>,
+    /// Dead-letter topic [env: FANOUT_DEAD_LETTER_TOPIC; default fanout-dead-letter].
+    #[arg(long)]
+    pub dead_letter_topic: Option<String>,
+    /// Plugin directory [env: FANOUT_PLUGINS; default /etc/fanout/plugins].
+    #[arg(long)]
+    pub plugins: Option<PathBuf>,
+    /// Compile cache directory [env: FANOUT_CACHE_DIR].
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Routing threads [env: FANOUT_WORKERS; default: one per core].
+    #[arg(long)]
+    pub workers: Option<u32>,
+    #[arg(long)]
+    pub memory_limit_mib: Option<u32>,
+    #[arg(long)]
+    pub deadline_ms: Option<u64>,
+    #[arg(long)]
+    pub max_destinations: Option<u32>,
+    #[arg(long)]
+    pub max_record_bytes: Option<u64>,
+    /// A librdkafka property for both clients, KEY=VALUE; repeatable.
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE")]
+    pub kafka_properties: Vec<String>,
+}
+
+/// `fanout demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Plugin directory or .wasm file to route with.
+    #[arg(long)]
+    pub plugins: PathBuf,
+    /// Events to produce (the repo's fixtures first, then generated ones).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub events: u64,
+    /// Events per second to produce; 0 is as fast as possible.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Partitions of the source topic.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(i32).range(1..=256))]
+    pub partitions: i32,
+    /// Namespaces the generated events spread over.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub namespaces: u64,
+    /// Routing threads.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub workers: u64,
+    /// Keep running (and the embedded Kafka up) after every event is routed, until Ctrl-C.
+    #[arg(long)]
+    pub keep_running: bool,
+    /// Also run the same pipeline with a native Rust by-namespace function, and print the ratio.
+    #[arg(long)]
+    pub compare_native: bool,
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +171,7 @@ impl RuntimeArgs {
             output: OutputPolicy {
                 max_destinations: self.max_destinations as usize,
                 max_record_bytes: self.max_record_bytes as usize,
+                ..OutputPolicy::default()
             },
             ..RuntimeLimits::default()
         }
@@ -145,7 +219,113 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Route(args) => route(args),
         Command::Check(args) => check(args),
+        Command::Run(args) => run_service(args),
+        Command::Demo(args) => demo(args),
     }
+}
+
+fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let overrides = crate::config::Overrides {
+        bootstrap_servers: args.bootstrap_servers,
+        source_topic: args.source_topic,
+        group_id: args.group_id,
+        dead_letter_topic: args.dead_letter_topic,
+        plugins: args.plugins,
+        cache_dir: args.cache_dir,
+        workers: args.workers,
+        memory_limit_mib: args.memory_limit_mib,
+        deadline_ms: args.deadline_ms,
+        max_destinations: args.max_destinations,
+        max_record_bytes: args.max_record_bytes,
+        kafka_properties: args.kafka_properties,
+    };
+    let config = match crate::config::load(
+        args.config.as_deref(),
+        &|k| std::env::var(k).ok(),
+        &overrides,
+    ) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("error: invalid configuration:\n{errors}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let cache = match &config.cache_dir {
+        Some(dir) => Some(CompileCache::open(dir)?),
+        None => CompileCache::default_dir().and_then(|dir| CompileCache::open(dir).ok()),
+    };
+    let limits = config.runtime_limits();
+    let routing = if !config.plugins_dir.exists()
+        && config.plugins_dir == std::path::Path::new(crate::config::DEFAULT_PLUGINS_DIR)
+    {
+        // A drop-in for the old tool: with only ENDPOINT and TOPIC set, route as it did.
+        tracing::warn!(
+            "no plugin directory at {}: routing by namespace with the built-in router, \
+             exactly as by-namespace.wasm does; mount plugins there to change the routing",
+            config.plugins_dir.display()
+        );
+        crate::pipeline::Routing::Native(crate::native::NativeRouter {
+            prefix: String::new(),
+            output: limits.output.clone(),
+        })
+    } else {
+        let engine = PluginEngine::new(limits, cache)?;
+        let set = PluginSet::load_path(&engine, &config.plugins_dir, None)?;
+        crate::pipeline::Routing::Plugins {
+            engine,
+            set: Arc::new(set),
+        }
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    crate::signals::install(stop.clone())?;
+    let settings = crate::pipeline::PipelineSettings::from_config(&config);
+    let stats = Arc::new(crate::stats::Stats::default());
+    crate::pipeline::run(&settings, &routing, stats, stop)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let settings = crate::demo::DemoSettings {
+        events: args.events,
+        rate: args.rate,
+        partitions: args.partitions,
+        namespaces: args.namespaces as usize,
+        workers: args.workers as usize,
+        keep_running: args.keep_running,
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    crate::signals::install(stop.clone())?;
+    let limits = RuntimeLimits::default();
+    let native = if args.compare_native {
+        println!("== native Rust by-namespace (the practical limit)");
+        let routing = crate::pipeline::Routing::Native(crate::native::NativeRouter {
+            prefix: String::new(),
+            output: limits.output.clone(),
+        });
+        Some(crate::demo::run(&settings, routing, &stop)?)
+    } else {
+        None
+    };
+    let engine = PluginEngine::new(
+        limits,
+        CompileCache::default_dir().and_then(|d| CompileCache::open(d).ok()),
+    )?;
+    let set = PluginSet::load_path(&engine, &args.plugins, None)?;
+    println!("== plugins: {}", args.plugins.display());
+    let routing = crate::pipeline::Routing::Plugins {
+        engine,
+        set: Arc::new(set),
+    };
+    let report = crate::demo::run(&settings, routing, &stop)?;
+    if let Some(native) = native {
+        println!(
+            "end to end: plugins {:.0} events/s, native {:.0} events/s, ratio {:.2}",
+            report.events_per_second(),
+            native.events_per_second(),
+            report.events_per_second() / native.events_per_second()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn route(args: RouteArgs) -> anyhow::Result<ExitCode> {

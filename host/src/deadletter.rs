@@ -39,6 +39,9 @@ pub enum DeadLetterReason {
         bytes: usize,
         limit: usize,
     },
+    /// The broker refused a destination write for good (too large, not authorised, invalid
+    /// topic). Other writes of the event may have landed.
+    ProduceFailed { topic: String, error: String },
 }
 
 impl DeadLetterReason {
@@ -54,6 +57,7 @@ impl DeadLetterReason {
             Self::InvalidTopic { .. } => "invalid-topic",
             Self::TopicDenied { .. } => "topic-denied",
             Self::RecordTooLarge { .. } => "record-too-large",
+            Self::ProduceFailed { .. } => "produce-failed",
         }
     }
 
@@ -90,6 +94,14 @@ impl fmt::Display for DeadLetterReason {
                 "record for topic {:?} is {bytes} bytes, the limit is {limit}",
                 shorten(topic)
             ),
+            Self::ProduceFailed { topic, error } => {
+                write!(
+                    f,
+                    "writing to topic {:?} failed: {}",
+                    shorten(topic),
+                    truncate(error)
+                )
+            }
         }
     }
 }

@@ -5,9 +5,16 @@
 
 pub mod bindings;
 pub mod cli;
+pub mod config;
 pub mod deadletter;
+pub mod demo;
 pub mod dryrun;
 pub mod event;
+pub mod generate;
+pub mod kafka;
 pub mod native;
+pub mod pipeline;
 pub mod plugin;
 pub mod policy;
+pub mod signals;
+pub mod stats;

@@ -4,6 +4,7 @@
 //! violation dead-letters the whole event with a typed reason; nothing is partially written.
 
 use crate::bindings::Destination;
+use crate::config::Glob;
 use crate::deadletter::DeadLetterReason;
 
 /// Kafka's own limit on a topic name's length.
@@ -16,6 +17,12 @@ pub struct OutputPolicy {
     pub max_destinations: usize,
     /// Largest record (key + value + headers) one destination may produce, in bytes.
     pub max_record_bytes: usize,
+    /// Topics no plugin may write to, each with why (the source topic, the dead-letter topic).
+    pub reserved_topics: Vec<(String, &'static str)>,
+    /// A destination must match one of these patterns...
+    pub allow: Vec<Glob>,
+    /// ...and none of these.
+    pub deny: Vec<Glob>,
 }
 
 impl Default for OutputPolicy {
@@ -24,6 +31,9 @@ impl Default for OutputPolicy {
             max_destinations: 64,
             // Just under the broker's default `message.max.bytes` (1048588) minus batch overhead.
             max_record_bytes: 1_000_000,
+            reserved_topics: Vec::new(),
+            allow: vec![Glob::any()],
+            deny: Vec::new(),
         }
     }
 }
@@ -47,12 +57,11 @@ impl OutputPolicy {
                 topic: d.topic.clone(),
                 problem,
             })?;
-            if d.topic.starts_with("__") {
-                return Err(DeadLetterReason::TopicDenied {
+            self.check_topic_rules(&d.topic)
+                .map_err(|rule| DeadLetterReason::TopicDenied {
                     topic: d.topic.clone(),
-                    rule: "is an internal topic (starts with `__`)".into(),
-                });
-            }
+                    rule,
+                })?;
             let bytes = record_size(d, raw_len);
             if bytes > self.max_record_bytes {
                 return Err(DeadLetterReason::RecordTooLarge {
@@ -61,6 +70,24 @@ impl OutputPolicy {
                     limit: self.max_record_bytes,
                 });
             }
+        }
+        Ok(())
+    }
+}
+
+impl OutputPolicy {
+    fn check_topic_rules(&self, topic: &str) -> Result<(), String> {
+        if topic.starts_with("__") {
+            return Err("is an internal topic (starts with `__`)".into());
+        }
+        if let Some((_, why)) = self.reserved_topics.iter().find(|(t, _)| t == topic) {
+            return Err((*why).to_owned());
+        }
+        if let Some(pattern) = self.deny.iter().find(|g| g.matches(topic)) {
+            return Err(format!("matches the deny pattern `{}`", pattern.as_str()));
+        }
+        if !self.allow.iter().any(|g| g.matches(topic)) {
+            return Err("matches no allow pattern".into());
         }
         Ok(())
     }
@@ -140,10 +167,32 @@ mod tests {
     }
 
     #[test]
+    fn reserved_allowed_and_denied_topics() {
+        let policy = OutputPolicy {
+            reserved_topics: vec![("cluster-events".into(), "is the source topic")],
+            allow: vec!["team-*".parse().unwrap(), "audit".parse().unwrap()],
+            deny: vec!["team-secret*".parse().unwrap()],
+            ..OutputPolicy::default()
+        };
+        policy.check(&[to("team-a"), to("audit")], 1).unwrap();
+        let denied = |topic: &str| match policy.check(&[to(topic)], 1).unwrap_err() {
+            DeadLetterReason::TopicDenied { rule, .. } => rule,
+            other => panic!("{other}"),
+        };
+        assert_eq!(denied("cluster-events"), "is the source topic");
+        assert_eq!(
+            denied("team-secrets"),
+            "matches the deny pattern `team-secret*`"
+        );
+        assert_eq!(denied("payments"), "matches no allow pattern");
+    }
+
+    #[test]
     fn destination_count_and_record_size_are_capped() {
         let policy = OutputPolicy {
             max_destinations: 2,
             max_record_bytes: 100,
+            ..OutputPolicy::default()
         };
         let err = policy.check(&[to("a"), to("b"), to("c")], 10).unwrap_err();
         assert_eq!(

@@ -193,3 +193,37 @@ fn attacks_in_a_row_each_get_a_fresh_instance() {
         }
     }
 }
+
+#[test]
+fn every_attack_in_the_fixture_is_contained_by_the_binary() {
+    // The same attacks end to end through `fanout route`, on its dedicated routing thread.
+    let input = support::fixture("events/hostile.jsonl");
+    let plugin = support::wasm("hostile").display().to_string();
+    let results = crate::by_namespace::route(&["--plugins", &plugin], &input);
+    let lines = support::lines("events/hostile.jsonl");
+    assert_eq!(results.len(), lines.len());
+    let mut attacks = 0;
+    for (line, result) in lines.iter().zip(&results) {
+        let envelope: serde_json::Value = serde_json::from_slice(line).unwrap();
+        let reason = envelope["event"]["reason"].as_str().unwrap();
+        if reason.starts_with("Hostile") && reason != "HostileLog" {
+            attacks += 1;
+            assert!(
+                result["dead_letter"].is_string(),
+                "{reason} was not contained: {result}"
+            );
+            assert_eq!(result["destinations"], serde_json::json!([]), "{reason}");
+        } else {
+            assert_eq!(
+                result["dead_letter"],
+                serde_json::Value::Null,
+                "{reason}: {result}"
+            );
+            assert_eq!(
+                result["destinations"][0]["topic"], "ok.chaos",
+                "{reason}: {result}"
+            );
+        }
+    }
+    assert!(attacks >= 14, "the fixture covers every attack ({attacks})");
+}

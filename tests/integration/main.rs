@@ -6,5 +6,8 @@ mod by_namespace;
 mod cache;
 mod cli;
 mod hostile;
+mod kafka;
 mod load_errors;
+mod pipeline;
+mod service;
 mod support;

@@ -18,5 +18,5 @@ pub mod set;
 pub use cache::{CacheOutcome, CompileCache};
 pub use engine::{PluginEngine, RuntimeLimits};
 pub use load::{LoadError, LoadProblem, Plugin, PluginSource};
-pub use router::{Outcome, Router};
+pub use router::{Outcome, RouteEvent, Router};
 pub use set::{PluginSet, SetLoadError, SharedSet};

@@ -29,6 +29,18 @@ pub enum Outcome {
     },
 }
 
+/// Anything that decides an event's outcome on a routing thread: the plugin runtime, or a native
+/// function for comparison.
+pub trait RouteEvent: Send {
+    fn route(&mut self, event: &Event) -> Outcome;
+}
+
+impl RouteEvent for Router {
+    fn route(&mut self, event: &Event) -> Outcome {
+        Router::route(self, event)
+    }
+}
+
 /// Routes events through one plugin set on one thread.
 pub struct Router {
     engine: PluginEngine,

@@ -1,0 +1,226 @@
+//! The source consumer: a consumer-group member with cooperative-sticky assignment that stores
+//! offsets only when the offset tracker says their events are fully acknowledged.
+//!
+//! `enable.auto.offset.store` is off and auto-commit is on: librdkafka commits, on its interval,
+//! only what fanout explicitly stored. On a revoke, the partitions' in-flight events are given a
+//! bounded time to finish, their offsets are stored and committed synchronously, and they are
+//! forgotten, so the next owner resumes right after the last event that was fully written.
+
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::pipeline::offsets::OffsetTracker;
+use crate::stats::Stats;
+
+pub type SourceConsumer = BaseConsumer<RebalanceContext>;
+
+/// The offset tracker and the acknowledgements feeding it. Shared between the consumer loop
+/// and the rebalance callback, which both run on the consumer thread.
+pub struct AckState {
+    pub tracker: OffsetTracker,
+    acks: Receiver<(i32, i64)>,
+    stats: Arc<Stats>,
+}
+
+impl AckState {
+    pub fn new(acks: Receiver<(i32, i64)>, stats: Arc<Stats>) -> Self {
+        Self {
+            tracker: OffsetTracker::new(),
+            acks,
+            stats,
+        }
+    }
+
+    fn apply(&mut self, partition: i32, offset: i64) {
+        self.tracker.ack(partition, offset);
+        self.stats
+            .acknowledged
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Applies every acknowledgement received so far.
+    pub fn drain(&mut self) {
+        while let Ok((partition, offset)) = self.acks.try_recv() {
+            self.apply(partition, offset);
+        }
+    }
+
+    /// Waits up to `timeout` for one acknowledgement; false if none came.
+    pub fn wait(&mut self, timeout: Duration) -> bool {
+        match self.acks.recv_timeout(timeout) {
+            Ok((partition, offset)) => {
+                self.apply(partition, offset);
+                self.drain();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Stores the positions that advanced, for the next commit.
+    pub fn store(&mut self, consumer: &SourceConsumer, topic: &str) {
+        let committable = self.tracker.take_committable();
+        if committable.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::with_capacity(committable.len());
+        for (partition, offset) in committable {
+            // `store_offsets` takes the resume position as is (unlike `store_offset`, which
+            // adds one), and the tracker hands out exactly that: last acknowledged + 1.
+            if let Err(e) = list.add_partition_offset(topic, partition, Offset::Offset(offset)) {
+                tracing::warn!(partition, offset, "cannot store offset: {e}");
+            }
+        }
+        if let Err(e) = consumer.store_offsets(&list) {
+            // A partition revoked meanwhile refuses the store; its next owner re-reads.
+            tracing::debug!("storing offsets: {e}");
+        }
+    }
+}
+
+/// Rebalance and commit callbacks.
+pub struct RebalanceContext {
+    pub state: Arc<Mutex<AckState>>,
+    pub topic: String,
+    /// How long a revoke waits for the in-flight events of the revoked partitions.
+    pub revoke_drain: Duration,
+    pub stats: Arc<Stats>,
+}
+
+impl RebalanceContext {
+    pub fn lock(&self) -> MutexGuard<'_, AckState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl ClientContext for RebalanceContext {}
+
+impl ConsumerContext for RebalanceContext {
+    fn pre_rebalance(&self, consumer: &SourceConsumer, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(list) => {
+                let partitions: Vec<i32> = list
+                    .elements_for_topic(&self.topic)
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                let mut state = self.lock();
+                let deadline = Instant::now() + self.revoke_drain;
+                state.drain();
+                while partitions
+                    .iter()
+                    .any(|&p| state.tracker.in_flight_for(p) > 0)
+                    && Instant::now() < deadline
+                {
+                    state.wait(Duration::from_millis(10));
+                }
+                let unfinished: usize = partitions
+                    .iter()
+                    .map(|&p| state.tracker.in_flight_for(p))
+                    .sum();
+                state.store(consumer, &self.topic);
+                if let Err(e) = commit_sync(consumer) {
+                    tracing::warn!("commit on revoke failed: {e}");
+                }
+                for p in &partitions {
+                    state.tracker.forget(*p);
+                }
+                tracing::info!(
+                    ?partitions,
+                    unfinished,
+                    "partitions revoked; committed what was fully written"
+                );
+            }
+            Rebalance::Assign(list) => {
+                let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(?partitions, "partitions assigned");
+            }
+            Rebalance::Error(e) => tracing::warn!("rebalance error: {e}"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => {
+                self.stats
+                    .committed_offsets
+                    .fetch_add(offsets.count() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            // Nothing stored since the last commit: not a failure.
+            Err(rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::NoOffset,
+            )) => {}
+            Err(e) => {
+                self.stats
+                    .commit_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!("offset commit failed: {e}");
+            }
+        }
+    }
+}
+
+/// Commits stored offsets and waits for the broker's answer. "Nothing to commit" is success.
+pub fn commit_sync(consumer: &SourceConsumer) -> KafkaResult<()> {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Err(rdkafka::error::KafkaError::ConsumerCommit(
+            rdkafka::types::RDKafkaErrorCode::NoOffset,
+        )) => Ok(()),
+        other => other,
+    }
+}
+
+/// Settings of the source consumer.
+pub struct ConsumerSettings<'a> {
+    pub bootstrap_servers: &'a str,
+    pub group_id: &'a str,
+    pub topic: &'a str,
+    pub commit_interval: Duration,
+    pub properties: &'a [(String, String)],
+    pub revoke_drain: Duration,
+}
+
+/// Creates the consumer and subscribes it to the source topic.
+pub fn create(
+    settings: &ConsumerSettings<'_>,
+    state: Arc<Mutex<AckState>>,
+    stats: Arc<Stats>,
+) -> anyhow::Result<SourceConsumer> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", settings.bootstrap_servers)
+        // A new group reads the topic from the start: events already in Kafka are routed too.
+        .set("auto.offset.reset", "earliest");
+    for (key, value) in settings.properties {
+        config.set(key, value);
+    }
+    config
+        .set("group.id", settings.group_id)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.auto.commit", "true")
+        .set(
+            "auto.commit.interval.ms",
+            settings.commit_interval.as_millis().to_string(),
+        );
+    let context = RebalanceContext {
+        state,
+        topic: settings.topic.to_owned(),
+        revoke_drain: settings.revoke_drain,
+        stats,
+    };
+    let consumer: SourceConsumer = config
+        .create_with_context(context)
+        .context("creating the Kafka consumer")?;
+    consumer
+        .subscribe(&[settings.topic])
+        .with_context(|| format!("subscribing to {}", settings.topic))?;
+    Ok(consumer)
+}

@@ -1,0 +1,286 @@
+//! The service's data flow: consume → decode → route → produce → acknowledge → commit.
+//!
+//! Threads: the calling thread consumes (polls, tracks offsets, pauses when too much is in
+//! flight, stores and commits); N routing threads own the plugin instances; librdkafka's
+//! producer thread delivers and reports; a retry thread re-sends failed writes. Channels join
+//! them: bounded ones forward (backpressure), and one carries acknowledgements back.
+
+pub mod inflight;
+pub mod offsets;
+pub mod worker;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, channel, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::consumer::Consumer as _;
+use rdkafka::message::{Headers as _, Message as _};
+
+use crate::bindings::Header;
+use crate::kafka::consumer::{self, AckState, ConsumerSettings, SourceConsumer};
+use crate::kafka::producer::Producer;
+use crate::plugin::{PluginEngine, RouteEvent, Router, SharedSet};
+use crate::stats::Stats;
+use worker::{WorkItem, WorkerShared};
+
+/// How events are routed: the plugin runtime, or (for comparison) a native function.
+pub enum Routing {
+    Plugins {
+        engine: PluginEngine,
+        set: SharedSet,
+    },
+    Native(crate::native::NativeRouter),
+}
+
+impl Routing {
+    /// A router for one routing thread.
+    fn router(&self) -> Box<dyn RouteEvent> {
+        match self {
+            Routing::Plugins { engine, set } => Box::new(Router::new(engine.clone(), set.clone())),
+            Routing::Native(native) => Box::new(crate::native::NativeRouter {
+                prefix: native.prefix.clone(),
+                output: native.output.clone(),
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for Routing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Routing::Plugins { set, .. } => write!(f, "plugin set {}", set.version()),
+            Routing::Native(_) => f.write_str("native by-namespace"),
+        }
+    }
+}
+
+/// Everything the pipeline needs to know, resolved and validated.
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    pub bootstrap_servers: String,
+    pub source_topic: String,
+    pub group_id: String,
+    pub dead_letter_topic: String,
+    pub consumer_properties: Vec<(String, String)>,
+    pub producer_properties: Vec<(String, String)>,
+    pub workers: usize,
+    pub max_in_flight: usize,
+    pub commit_interval: Duration,
+    pub shutdown_timeout: Duration,
+    /// Create missing destination topics with these settings; `None` leaves it to the broker.
+    pub create_topics: Option<crate::kafka::admin::NewTopicSettings>,
+}
+
+impl PipelineSettings {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            bootstrap_servers: config.bootstrap_servers.clone(),
+            source_topic: config.source_topic.clone(),
+            group_id: config.group_id.clone(),
+            dead_letter_topic: config.dead_letter_topic.clone(),
+            consumer_properties: config.merged_consumer_properties().into_iter().collect(),
+            producer_properties: config.merged_producer_properties().into_iter().collect(),
+            workers: config.workers,
+            max_in_flight: config.max_in_flight,
+            commit_interval: config.commit_interval,
+            shutdown_timeout: config.shutdown_timeout,
+            create_topics: config.topics.create_missing.then(|| {
+                crate::kafka::admin::NewTopicSettings {
+                    partitions: config.topics.partitions,
+                    replication_factor: config.topics.replication_factor,
+                    configs: config.topics.configs.clone().into_iter().collect(),
+                }
+            }),
+        }
+    }
+}
+
+/// Runs until `stop` is set, then drains: stops fetching, finishes the event each routing thread
+/// holds (queued ones are left for the partition's next owner), flushes the producer, commits
+/// what was fully written, and returns. Everything is bounded by
+/// `shutdown_timeout`; what does not finish in time is simply not committed, and is consumed
+/// again by the next owner of its partition.
+pub fn run(
+    settings: &PipelineSettings,
+    routing: &Routing,
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let (ack_tx, ack_rx) = channel();
+    let state = Arc::new(Mutex::new(AckState::new(ack_rx, stats.clone())));
+    let (producer, retry_thread) = Producer::new(
+        &settings.bootstrap_servers,
+        &settings.producer_properties,
+        &settings.dead_letter_topic,
+        stats.clone(),
+    )?;
+    let consumer = consumer::create(
+        &ConsumerSettings {
+            bootstrap_servers: &settings.bootstrap_servers,
+            group_id: &settings.group_id,
+            topic: &settings.source_topic,
+            commit_interval: settings.commit_interval,
+            properties: &settings.consumer_properties,
+            revoke_drain: settings.shutdown_timeout.min(Duration::from_secs(10)),
+        },
+        state.clone(),
+        stats.clone(),
+    )?;
+
+    let topics = match &settings.create_topics {
+        Some(new_topics) => Some(Arc::new(crate::kafka::admin::TopicCreator::new(
+            &settings.bootstrap_servers,
+            &settings.producer_properties,
+            new_topics.clone(),
+        )?)),
+        None => None,
+    };
+    let shared = WorkerShared {
+        stop: stop.clone(),
+        topics,
+        source_topic: settings.source_topic.as_str().into(),
+        dead_letter_topic: settings.dead_letter_topic.as_str().into(),
+        producer: producer.clone(),
+        acks: ack_tx,
+        stats: stats.clone(),
+    };
+    let depth = (settings.max_in_flight / settings.workers).max(1);
+    let mut senders = Vec::with_capacity(settings.workers);
+    let mut workers = Vec::with_capacity(settings.workers);
+    for index in 0..settings.workers {
+        let (tx, rx) = sync_channel(depth);
+        let router = routing.router();
+        let shared = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("fanout-route-{index}"))
+            .spawn(move || worker::run(router, shared, rx))
+            .context("starting a routing thread")?;
+        senders.push(tx);
+        workers.push(handle);
+    }
+    drop(shared);
+    tracing::info!(
+        source = %settings.source_topic,
+        group = %settings.group_id,
+        workers = settings.workers,
+        routing = %routing,
+        "pipeline running"
+    );
+
+    let result = consume(&consumer, settings, &state, &senders, &stats, &stop);
+
+    // Drain, in data-flow order.
+    let deadline = Instant::now() + settings.shutdown_timeout;
+    drop(senders);
+    for handle in workers {
+        if handle.join().is_err() {
+            tracing::error!("a routing thread panicked");
+        }
+    }
+    if let Err(e) = producer.flush(deadline.saturating_duration_since(Instant::now())) {
+        tracing::warn!("{e:#}; unflushed writes stay uncommitted");
+    }
+    {
+        let mut state = lock(&state);
+        while state.tracker.in_flight() > 0 && Instant::now() < deadline {
+            state.wait(Duration::from_millis(10));
+        }
+        state.drain();
+        let unfinished = state.tracker.in_flight();
+        state.store(&consumer, &settings.source_topic);
+        match consumer::commit_sync(&consumer) {
+            Ok(()) => tracing::info!(unfinished, "final commit done"),
+            Err(e) => tracing::warn!("final commit failed: {e}"),
+        }
+    }
+    producer.stop_retries();
+    retry_thread.join();
+    drop(producer);
+    drop(consumer);
+    result
+}
+
+fn consume(
+    consumer: &SourceConsumer,
+    settings: &PipelineSettings,
+    state: &Arc<Mutex<AckState>>,
+    workers: &[SyncSender<WorkItem>],
+    stats: &Stats,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let mut paused = false;
+    while !stop.load(Ordering::Relaxed) {
+        let in_flight = {
+            let mut state = lock(state);
+            state.drain();
+            state.store(consumer, &settings.source_topic);
+            state.tracker.in_flight()
+        };
+        // Backpressure: stop fetching at the limit, resume at half, so memory stays bounded
+        // while the consumer keeps polling (and so keeps its group membership).
+        if !paused && in_flight >= settings.max_in_flight {
+            set_paused(consumer, true);
+            paused = true;
+        } else if paused && in_flight <= settings.max_in_flight / 2 {
+            set_paused(consumer, false);
+            paused = false;
+        }
+        let message = match consumer.poll(Duration::from_millis(if paused { 5 } else { 50 })) {
+            None => continue,
+            Some(Err(e)) => {
+                tracing::warn!("consumer error: {e}");
+                continue;
+            }
+            Some(Ok(message)) => message,
+        };
+        let item = WorkItem {
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp_ms: message.timestamp().to_millis(),
+            key: message.key().map(<[u8]>::to_vec),
+            // A tombstone (null value) is decoded as empty input and dead-lettered.
+            value: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            headers: message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|h| Header {
+                            key: h.key.to_owned(),
+                            value: h.value.map(<[u8]>::to_vec),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        lock(state).tracker.track(item.partition, item.offset);
+        stats.consumed.fetch_add(1, Ordering::Relaxed);
+        let worker = &workers[item.partition.rem_euclid(workers.len() as i32) as usize];
+        worker
+            .send(item)
+            .map_err(|_| anyhow::anyhow!("a routing thread stopped unexpectedly"))?;
+    }
+    Ok(())
+}
+
+fn set_paused(consumer: &SourceConsumer, pause: bool) {
+    let assignment = match consumer.assignment() {
+        Ok(assignment) => assignment,
+        Err(e) => return tracing::warn!("reading the assignment: {e}"),
+    };
+    let result = if pause {
+        consumer.pause(&assignment)
+    } else {
+        consumer.resume(&assignment)
+    };
+    match result {
+        Ok(()) => tracing::debug!(pause, "backpressure"),
+        Err(e) => tracing::warn!("pause/resume failed: {e}"),
+    }
+}
+
+fn lock(state: &Mutex<AckState>) -> std::sync::MutexGuard<'_, AckState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}

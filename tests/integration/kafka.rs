@@ -1,0 +1,358 @@
+//! Helpers for tests against a real Kafka protocol peer: librdkafka's mock cluster, events in,
+//! every record out, and the expected routing of each source record.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::{Headers as _, Message as _};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use fanout::demo::EmbeddedKafka;
+use fanout::pipeline::{PipelineSettings, Routing};
+use fanout::stats::Stats;
+
+use crate::support;
+
+pub const SOURCE: &str = "cluster-events";
+pub const DEAD_LETTER: &str = "fanout-dead-letter";
+
+/// One record as produced to the source topic.
+#[derive(Debug, Clone)]
+pub struct SourceRecord {
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+}
+
+/// Where a source record must end up with the by-namespace plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expected {
+    Topic(String),
+    DeadLetter(&'static str),
+}
+
+/// A record read back from any topic.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// A mock cluster with the source topic, the dead-letter topic and every destination topic of
+/// `workload` created. librdkafka's mock broker keeps only 5 MiB per partition, so destination
+/// topics get 16 partitions and the source is fed no faster than it is routed
+/// ([`produce_paced`]).
+pub fn start_kafka(partitions: i32, workload: &[SourceRecord]) -> EmbeddedKafka {
+    let kafka = EmbeddedKafka::start(3).unwrap();
+    kafka.create_topic(SOURCE, partitions).unwrap();
+    for topic in output_topics(workload) {
+        kafka.create_topic(&topic, 16).unwrap();
+    }
+    kafka
+}
+
+/// Produces `records` on a thread, never more than `backlog` ahead of `acknowledged`.
+pub fn produce_paced(
+    bootstrap: &str,
+    records: Vec<SourceRecord>,
+    acknowledged: impl Fn() -> u64 + Send + 'static,
+    backlog: u64,
+) -> JoinHandle<()> {
+    let bootstrap = bootstrap.to_owned();
+    std::thread::spawn(move || {
+        for (i, chunk) in records.chunks(1000).enumerate() {
+            while (i as u64 * 1000) > acknowledged() + backlog {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            produce(&bootstrap, SOURCE, chunk);
+        }
+    })
+}
+
+/// The workload: the repo's fixtures, its malformed lines, then generated events, `total` in all.
+pub fn workload(total: usize, namespaces: usize) -> Vec<SourceRecord> {
+    let mut records = Vec::with_capacity(total);
+    for line in support::lines("events/eventrouter.jsonl")
+        .into_iter()
+        .chain(support::lines("events/malformed.jsonl"))
+    {
+        let key = serde_json::from_slice::<serde_json::Value>(&line)
+            .ok()
+            .and_then(|v| {
+                v["event"]["involvedObject"]["name"]
+                    .as_str()
+                    .map(|s| s.as_bytes().to_vec())
+            });
+        records.push(SourceRecord { key, value: line });
+    }
+    let mut generator = fanout::generate::EventGenerator::new(7, namespaces);
+    while records.len() < total {
+        let event = generator.next_event();
+        records.push(SourceRecord {
+            key: Some(event.key.into_bytes()),
+            value: event.value,
+        });
+    }
+    records.truncate(total);
+    records
+}
+
+/// What by-namespace does with a record, computed independently of fanout's own decoder.
+pub fn expected(record: &SourceRecord) -> Expected {
+    let Ok(envelope) = serde_json::from_slice::<serde_json::Value>(&record.value) else {
+        return Expected::DeadLetter("malformed-event");
+    };
+    let valid_verb = matches!(envelope["verb"].as_str(), Some("ADDED" | "UPDATED"));
+    let event = &envelope["event"];
+    let namespace = &event["metadata"]["namespace"];
+    if !envelope.is_object()
+        || !valid_verb
+        || !event.is_object()
+        || !(namespace.is_string() || namespace.is_null())
+    {
+        return Expected::DeadLetter("malformed-event");
+    }
+    match namespace.as_str().unwrap_or("") {
+        "" => Expected::DeadLetter("plugin-error"),
+        ns if fanout::policy::check_topic_name(ns).is_err() => {
+            Expected::DeadLetter("invalid-topic")
+        }
+        ns => Expected::Topic(ns.to_owned()),
+    }
+}
+
+pub fn produce(bootstrap: &str, topic: &str, records: &[SourceRecord]) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    for record in records {
+        loop {
+            let mut base = BaseRecord::<[u8], [u8]>::to(topic).payload(&record.value);
+            if let Some(key) = &record.key {
+                base = base.key(key);
+            }
+            match producer.send(base) {
+                Ok(()) => break,
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// Reads every record of `topics` from the beginning until `want` records are read and no more
+/// arrive for a short while, or until `timeout`.
+pub fn read_all(
+    bootstrap: &str,
+    topics: &[String],
+    want: usize,
+    timeout: Duration,
+) -> Vec<Received> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "verifier")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                list.add_partition_offset(topic, p.id(), Offset::Beginning)
+                    .unwrap();
+            }
+        }
+    }
+    consumer.assign(&list).unwrap();
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let mut quiet_since = Instant::now();
+    while started.elapsed() < timeout {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                quiet_since = Instant::now();
+                out.push(Received {
+                    topic: m.topic().to_owned(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    headers: m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| {
+                                    (
+                                        h.key.to_owned(),
+                                        String::from_utf8_lossy(h.value.unwrap_or_default())
+                                            .into_owned(),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                });
+            }
+            Some(Err(e)) => panic!("verifier consumer: {e}"),
+            None if out.len() >= want && quiet_since.elapsed() > Duration::from_millis(500) => {
+                break;
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+/// Settings for an in-process pipeline against `bootstrap`.
+pub fn settings(bootstrap: &str, group: &str) -> PipelineSettings {
+    PipelineSettings {
+        bootstrap_servers: bootstrap.to_owned(),
+        source_topic: SOURCE.into(),
+        group_id: group.into(),
+        dead_letter_topic: DEAD_LETTER.into(),
+        consumer_properties: vec![],
+        producer_properties: vec![],
+        workers: 2,
+        max_in_flight: 5_000,
+        commit_interval: Duration::from_millis(200),
+        shutdown_timeout: Duration::from_secs(20),
+        create_topics: None,
+    }
+}
+
+/// The by-namespace plugin, loaded as the service loads it.
+pub fn by_namespace_routing() -> Routing {
+    let engine = support::engine();
+    let set = fanout::plugin::PluginSet::load_path(&engine, &support::wasm("by_namespace"), None)
+        .unwrap();
+    Routing::Plugins {
+        engine,
+        set: Arc::new(set),
+    }
+}
+
+/// An in-process pipeline on its own thread.
+pub struct RunningPipeline {
+    pub stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningPipeline {
+    pub fn start(settings: PipelineSettings, routing: Routing) -> Self {
+        // Pipeline logs appear in a failing test's output (captured otherwise).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("fanout=info")
+            .with_test_writer()
+            .try_init();
+        let stats = Arc::new(Stats::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let (stats, stop) = (stats.clone(), stop.clone());
+            move || fanout::pipeline::run(&settings, &routing, stats, stop)
+        });
+        Self {
+            stats,
+            stop,
+            thread,
+        }
+    }
+
+    /// Waits until `n` events are acknowledged (or panics after `timeout`).
+    pub fn wait_acknowledged(&self, n: u64, timeout: Duration) {
+        let started = Instant::now();
+        while self.stats.acknowledged.load(Ordering::Relaxed) < n {
+            assert!(
+                started.elapsed() < timeout,
+                "only {} of {n} events acknowledged after {timeout:?}",
+                self.stats.acknowledged.load(Ordering::Relaxed)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Graceful stop: drain, flush, commit.
+    pub fn stop(self) -> Arc<Stats> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap().unwrap();
+        self.stats
+    }
+}
+
+/// Checks every source record reached its expected place at least once, with its exact bytes
+/// and key. Returns the number of duplicates (records delivered more than once).
+pub fn reconcile(source: &[SourceRecord], received: &[Received]) -> usize {
+    /// Where a record is, and what it is: (topic, key, value).
+    type Placement<'a> = (String, Option<&'a [u8]>, &'a [u8]);
+    let mut delivered: HashMap<Placement<'_>, usize> = HashMap::new();
+    for r in received {
+        *delivered
+            .entry((r.topic.clone(), r.key.as_deref(), r.value.as_slice()))
+            .or_default() += 1;
+    }
+    let mut wanted: HashMap<Placement<'_>, usize> = HashMap::new();
+    for record in source {
+        let topic = match expected(record) {
+            Expected::Topic(topic) => topic,
+            Expected::DeadLetter(_) => DEAD_LETTER.to_owned(),
+        };
+        *wanted
+            .entry((topic, record.key.as_deref(), record.value.as_slice()))
+            .or_default() += 1;
+    }
+    let mut lost = Vec::new();
+    let mut duplicates = 0;
+    for (placement, want) in &wanted {
+        let got = delivered.get(placement).copied().unwrap_or(0);
+        if got < *want {
+            lost.push((placement.0.clone(), want - got));
+        }
+        duplicates += got.saturating_sub(*want);
+    }
+    let unexpected: Vec<&String> = delivered
+        .keys()
+        .filter(|k| !wanted.contains_key(*k))
+        .map(|k| &k.0)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} source records lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    assert!(
+        unexpected.is_empty(),
+        "records nobody sent: {:?}",
+        &unexpected[..unexpected.len().min(5)]
+    );
+    duplicates
+}
+
+/// Every destination topic the workload can produce to, plus the dead-letter topic.
+pub fn output_topics(source: &[SourceRecord]) -> Vec<String> {
+    let mut topics: Vec<String> = source
+        .iter()
+        .filter_map(|r| match expected(r) {
+            Expected::Topic(t) => Some(t),
+            Expected::DeadLetter(_) => None,
+        })
+        .collect();
+    topics.push(DEAD_LETTER.into());
+    topics.sort();
+    topics.dedup();
+    topics
+}

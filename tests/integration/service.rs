@@ -1,0 +1,311 @@
+//! `fanout run` as real child processes against the mock cluster: killed mid-stream and
+//! restarted, two replicas sharing the partitions, the old tool's environment, and kcat (a
+//! client that is not ours) on both ends.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::kafka::{self, SOURCE};
+use crate::support;
+
+/// A `fanout run` child process whose log goes to a file.
+struct Service {
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Service {
+    fn start(configure: impl FnOnce(&mut Command)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("fanout.log");
+        let mut command = support::fanout();
+        command
+            .arg("run")
+            .env_remove("FANOUT_CONFIG")
+            .env("FANOUT_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        configure(&mut command);
+        let child = command.spawn().unwrap();
+        Self {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// A replica in `group` routing with by_namespace.wasm.
+    fn replica(bootstrap: &str, group: &str, plugins: &std::path::Path) -> Self {
+        Self::start(|c| {
+            c.args([
+                "--bootstrap-servers",
+                bootstrap,
+                "--group-id",
+                group,
+                "--workers",
+                "2",
+            ])
+            .arg("--plugins")
+            .arg(plugins);
+        })
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let started = Instant::now();
+        while !self.log().contains(needle) {
+            assert!(
+                started.elapsed() < timeout,
+                "no {needle:?} in the log after {timeout:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no drain, no final commit.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::Signal::TERM,
+        )
+        .unwrap();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, self.log());
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                self.child.kill().unwrap();
+                panic!(
+                    "fanout did not exit within 60 s of SIGTERM:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Counts the records currently in `topics` (reading from the beginning).
+fn count(bootstrap: &str, topics: &[String]) -> usize {
+    kafka::read_all(bootstrap, topics, usize::MAX, Duration::from_secs(3)).len()
+}
+
+fn wait_for_count(bootstrap: &str, topics: &[String], want: usize, timeout: Duration) {
+    let started = Instant::now();
+    loop {
+        let n = count(bootstrap, topics);
+        if n >= want {
+            return;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "only {n} of {want} records after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn killed_mid_stream_and_restarted_loses_nothing() {
+    let source = kafka::workload(20_000, 10);
+    let kafka = kafka::start_kafka(8, &source);
+    let bootstrap = kafka.bootstrap_servers();
+    kafka::produce(&bootstrap, SOURCE, &source);
+    let topics = kafka::output_topics(&source);
+    let plugins = support::plugin_set_dir(&["by_namespace"], &[]);
+
+    let first = Service::replica(&bootstrap, "restart", plugins.path());
+    wait_for_count(&bootstrap, &topics, 3_000, Duration::from_secs(120));
+    first.kill();
+
+    let second = Service::replica(&bootstrap, "restart", plugins.path());
+    wait_for_count(&bootstrap, &topics, source.len(), Duration::from_secs(180));
+    let (status, log) = second.terminate();
+    assert!(
+        status.success(),
+        "graceful shutdown exits 0: {status}\n{log}"
+    );
+    assert!(log.contains("final commit done"), "{log}");
+
+    let received = kafka::read_all(&bootstrap, &topics, source.len(), Duration::from_secs(60));
+    let duplicates = kafka::reconcile(&source, &received);
+    println!(
+        "restart after SIGKILL: 0 lost, {duplicates} duplicates (events routed again after the kill)"
+    );
+}
+
+#[test]
+fn two_replicas_share_the_partitions_and_one_takes_over() {
+    let source = kafka::workload(20_000, 10);
+    let kafka = kafka::start_kafka(8, &source);
+    let bootstrap = kafka.bootstrap_servers();
+    let topics = kafka::output_topics(&source);
+    let plugins = support::plugin_set_dir(&["by_namespace"], &[]);
+
+    let a = Service::replica(&bootstrap, "pair", plugins.path());
+    let b = Service::replica(&bootstrap, "pair", plugins.path());
+    a.wait_for_log("partitions assigned", Duration::from_secs(60));
+    b.wait_for_log("partitions assigned", Duration::from_secs(60));
+    let (first_half, second_half) = source.split_at(source.len() / 2);
+    kafka::produce(&bootstrap, SOURCE, first_half);
+    wait_for_count(
+        &bootstrap,
+        &topics,
+        first_half.len(),
+        Duration::from_secs(120),
+    );
+
+    // Both replicas routed part of the stream.
+    for (name, replica) in [("a", &a), ("b", &b)] {
+        assert!(
+            replica.log().contains("partitions assigned partitions=["),
+            "{name}:\n{}",
+            replica.log()
+        );
+    }
+
+    // One leaves gracefully; the other takes every partition and routes the rest.
+    let (status, log) = a.terminate();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("partitions revoked"), "{log}");
+    kafka::produce(&bootstrap, SOURCE, second_half);
+    wait_for_count(&bootstrap, &topics, source.len(), Duration::from_secs(180));
+    let (status, log) = b.terminate();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("partitions=[0, 1, 2, 3, 4, 5, 6, 7]")
+            || log.matches("partitions assigned").count() >= 2,
+        "b took over a's partitions:\n{log}"
+    );
+
+    let received = kafka::read_all(&bootstrap, &topics, source.len(), Duration::from_secs(60));
+    let duplicates = kafka::reconcile(&source, &received);
+    println!("two replicas and a hand-over: 0 lost, {duplicates} duplicates");
+}
+
+#[test]
+fn old_tool_environment_and_kcat_on_both_ends() {
+    // Only ENDPOINT and TOPIC, like the Go tool's deployment; input written by kcat.
+    let source = kafka::workload(2_000, 5);
+    let kafka = kafka::start_kafka(4, &source);
+    let bootstrap = kafka.bootstrap_servers();
+    let topics = kafka::output_topics(&source);
+
+    let service = Service::start(|c| {
+        c.env_clear()
+            .env("ENDPOINT", &bootstrap)
+            .env("TOPIC", SOURCE)
+            .env("FANOUT_LOG", "info");
+    });
+    service.wait_for_log("partitions assigned", Duration::from_secs(60));
+    assert!(
+        service
+            .log()
+            .contains("routing by namespace with the built-in router"),
+        "{}",
+        service.log()
+    );
+
+    // kcat -P with a key delimiter: key<TAB>value per line.
+    let mut input = Vec::new();
+    for r in &source {
+        input.extend_from_slice(r.key.as_deref().unwrap_or_default());
+        input.push(b'\t');
+        input.extend_from_slice(&r.value);
+        input.push(b'\n');
+    }
+    // Lines without a key get an empty key from kcat; those are the malformed fixtures, which
+    // go to the dead-letter topic either way.
+    let mut kcat = Command::new("kcat")
+        .args(["-b", &bootstrap, "-P", "-t", SOURCE, "-K", "\t"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kcat is installed by `make setup`");
+    std::io::Write::write_all(&mut kcat.stdin.take().unwrap(), &input).unwrap();
+    assert!(kcat.wait().unwrap().success());
+
+    wait_for_count(&bootstrap, &topics, source.len(), Duration::from_secs(120));
+    let (status, log) = service.terminate();
+    assert!(status.success(), "{log}");
+
+    // kcat reads one destination topic back: keys and values as fanout wrote them.
+    let topic = "payments";
+    let output = Command::new("kcat")
+        .args([
+            "-b",
+            &bootstrap,
+            "-C",
+            "-t",
+            topic,
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-f",
+            "%k\t%s\n",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut read: Vec<Vec<u8>> = output
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    let mut expected: Vec<Vec<u8>> = source
+        .iter()
+        .filter(|r| kafka::expected(r) == kafka::Expected::Topic(topic.into()))
+        .map(|r| [r.key.as_deref().unwrap(), b"\t", &r.value].concat())
+        .collect();
+    read.sort();
+    expected.sort();
+    assert!(!expected.is_empty());
+    assert_eq!(
+        read.len(),
+        expected.len(),
+        "kcat read every record of {topic}"
+    );
+    assert!(read == expected, "kcat saw the same keys and bytes");
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let source = kafka::workload(2_000, 5);
+    let kafka = kafka::start_kafka(4, &source);
+    let bootstrap = kafka.bootstrap_servers();
+    let plugins = support::plugin_set_dir(&["by_namespace"], &[]);
+    let mut service = Service::replica(&bootstrap, "signals", plugins.path());
+    service.wait_for_log("partitions assigned", Duration::from_secs(60));
+    let pid = rustix::process::Pid::from_child(&service.child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let status = service.child.wait().unwrap();
+    let log = service.log();
+    // Either the second signal won (exit 130 without draining) or, if the drain beat it, the
+    // first one finished cleanly: never a hang, never a crash.
+    assert!(
+        status.code() == Some(fanout::signals::FORCED_EXIT)
+            || (status.success() && log.contains("final commit done")),
+        "{status}\n{log}"
+    );
+    assert!(log.contains("SIGTERM: draining"), "{log}");
+}
