@@ -1724,115 +1724,28 @@ mod tests {
     use serde::Deserialize;
     use std::collections::{BTreeMap, BTreeSet};
 
-    // --- The host's decoding, copied from host/src/event.rs (`parse` and the wire types). ---
+    // --- Decoding with the host's own decoder, as the pipeline does. ---
 
-    const MAX_DEPTH: usize = 128;
+    use crate::bindings::{Event, SourceRecord, Verb};
 
-    fn parse(raw: &[u8]) -> Result<WireEnvelope, String> {
-        match raw.iter().find(|b| !b.is_ascii_whitespace()) {
-            Some(b'{') | None => {}
-            Some(&other) => {
-                return Err(format!(
-                    "an envelope must be a JSON object, found `{}` at the start",
-                    char::from(other).escape_default()
-                ));
-            }
-        }
-        check_depth(raw)?;
-        serde_json::from_slice::<WireEnvelope>(raw).map_err(|e| e.to_string())
+    fn parse(raw: &[u8]) -> Result<Event, String> {
+        let parsed = crate::event::parse(raw).map_err(|e| e.to_string())?;
+        let source = SourceRecord {
+            topic: String::new(),
+            partition: 0,
+            offset: 0,
+            timestamp_ms: None,
+            key: None,
+            headers: Vec::new(),
+        };
+        Ok(parsed.into_event(raw.to_vec(), source))
     }
 
-    fn check_depth(raw: &[u8]) -> Result<(), String> {
-        if raw.iter().filter(|&&b| b == b'[' || b == b'{').count() <= MAX_DEPTH {
-            return Ok(());
-        }
-        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-        for (i, &b) in raw.iter().enumerate() {
-            if in_string {
-                match b {
-                    _ if escaped => escaped = false,
-                    b'\\' => escaped = true,
-                    b'"' => in_string = false,
-                    _ => {}
-                }
-                continue;
-            }
-            match b {
-                b'"' => in_string = true,
-                b'[' | b'{' => {
-                    depth += 1;
-                    if depth > MAX_DEPTH {
-                        return Err(format!("nesting deeper than {MAX_DEPTH} at byte {}", i + 1));
-                    }
-                }
-                b']' | b'}' => depth = depth.saturating_sub(1),
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    #[derive(Debug, Deserialize)]
-    struct WireEnvelope {
-        verb: WireVerb,
-        event: WireEvent,
-    }
-
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-    enum WireVerb {
-        #[serde(rename = "ADDED")]
-        Added,
-        #[serde(rename = "UPDATED")]
-        Updated,
-    }
-
-    #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
-    #[serde(default, rename_all = "camelCase")]
-    struct WireEvent {
-        metadata: WireMetadata,
-        involved_object: WireObjectReference,
-        reason: String,
-        message: String,
-        #[serde(rename = "type")]
-        event_type: String,
-        count: i32,
-        source: WireEventSource,
-        reporting_component: String,
-        first_timestamp: Option<String>,
-        last_timestamp: Option<String>,
-        event_time: Option<String>,
-    }
-
-    #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
-    #[serde(default)]
-    struct WireMetadata {
-        name: String,
-        namespace: String,
-        uid: String,
-    }
-
-    #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
-    #[serde(default, rename_all = "camelCase")]
-    struct WireObjectReference {
-        kind: String,
-        namespace: String,
-        name: String,
-        uid: String,
-        api_version: String,
-        field_path: String,
-    }
-
-    #[derive(Debug, Default, Clone, PartialEq, Deserialize)]
-    #[serde(default)]
-    struct WireEventSource {
-        component: String,
-        host: String,
-    }
-
-    /// `old_event` decoded with the same wire type (the host skips it).
-    #[derive(Debug, Deserialize)]
-    struct WithOld {
-        old_event: Option<WireEvent>,
+    /// The envelope's `old_event`, decoded by the host as if it were the event.
+    fn old_event(value: &serde_json::Value) -> Option<Event> {
+        let old = value.get("old_event")?;
+        let envelope = serde_json::json!({"verb": "ADDED", "event": old});
+        Some(parse(&serde_json::to_vec(&envelope).unwrap()).unwrap())
     }
 
     // --- Object keys in document order, to check Go's field order. ---
@@ -2047,27 +1960,26 @@ mod tests {
             let known: BTreeSet<String> = generator.namespaces().iter().cloned().collect();
             for e in generator.take(n) {
                 let text = std::str::from_utf8(&e.value).expect("UTF-8");
-                let env = parse(&e.value).unwrap_or_else(|err| panic!("{err}: {text}"));
-                let ev = &env.event;
+                let ev = &parse(&e.value).unwrap_or_else(|err| panic!("{err}: {text}"));
                 serde_json::from_slice::<serde_json::Value>(&e.value).expect("valid JSON");
                 assert_compact_and_escaped(&e.value);
 
                 assert!(!e.key.is_empty());
                 assert_eq!(e.key, ev.involved_object.name, "key is involvedObject.name");
-                assert_eq!(e.namespace, ev.metadata.namespace, "{text}");
+                assert_eq!(e.namespace, ev.namespace, "{text}");
                 assert!(
                     known.contains(&e.namespace),
                     "{} not in namespaces()",
                     e.namespace
                 );
 
-                let suffix = ev.metadata.name.strip_prefix(&format!("{}.", e.key));
-                let suffix = suffix.unwrap_or_else(|| panic!("event name {}", ev.metadata.name));
+                let suffix = ev.name.strip_prefix(&format!("{}.", e.key));
+                let suffix = suffix.unwrap_or_else(|| panic!("event name {}", ev.name));
                 assert!(
                     suffix.len() == 16 && suffix.bytes().all(|b| b.is_ascii_hexdigit()),
                     "{text}"
                 );
-                assert!(is_uuid(&ev.metadata.uid), "{text}");
+                assert!(is_uuid(&ev.uid), "{text}");
 
                 let obj = &ev.involved_object;
                 assert!(!obj.kind.is_empty() && !obj.uid.is_empty(), "{text}");
@@ -2094,21 +2006,25 @@ mod tests {
                         assert!(is_micro_time(t), "{t}");
                         assert_eq!(ev.count, 0);
                         assert_eq!((&ev.first_timestamp, &ev.last_timestamp), (&None, &None));
-                        assert_eq!(ev.source, WireEventSource::default(), "{text}");
+                        assert_eq!(
+                            (ev.source_component.as_str(), ev.source_host.as_str()),
+                            ("", ""),
+                            "{text}"
+                        );
                         assert!(text.contains(r#""source":{}"#));
-                        assert_eq!(ev.reporting_component, "default-scheduler");
+                        assert_eq!(ev.reporting_controller, "default-scheduler");
                     }
                     None => {
                         assert!(ev.count >= 1, "{text}");
                         let first = ev.first_timestamp.as_deref().expect("firstTimestamp");
                         let last = ev.last_timestamp.as_deref().expect("lastTimestamp");
                         assert!(is_time(first) && is_time(last) && first <= last, "{text}");
-                        assert!(!ev.source.component.is_empty(), "{text}");
-                        assert_eq!(ev.reporting_component, "");
+                        assert!(!ev.source_component.is_empty(), "{text}");
+                        assert_eq!(ev.reporting_controller, "");
                     }
                 }
-                if ev.source.component == "kubelet" {
-                    assert!(!ev.source.host.is_empty(), "{text}");
+                if ev.source_component == "kubelet" {
+                    assert!(!ev.source_host.is_empty(), "{text}");
                 }
             }
         }
@@ -2197,10 +2113,10 @@ mod tests {
     #[test]
     fn keys_and_namespaces_match_the_event() {
         for e in events(8, 40, 5_000) {
-            let env = parse(&e.value).unwrap();
-            assert_eq!(e.key, env.event.involved_object.name);
+            let ev = parse(&e.value).unwrap();
+            assert_eq!(e.key, ev.involved_object.name);
             assert!(!e.key.is_empty());
-            assert_eq!(e.namespace, env.event.metadata.namespace);
+            assert_eq!(e.namespace, ev.namespace);
         }
     }
 
@@ -2312,17 +2228,14 @@ mod tests {
         let sample = events(21, 30, 10_000);
         let mut updated = 0;
         for e in &sample {
-            let env = parse(&e.value).unwrap();
-            let old = serde_json::from_slice::<WithOld>(&e.value)
-                .unwrap()
-                .old_event;
+            let new = parse(&e.value).unwrap();
             let value: serde_json::Value = serde_json::from_slice(&e.value).unwrap();
-            match env.verb {
-                WireVerb::Added => assert!(old.is_none(), "ADDED has no old_event"),
-                WireVerb::Updated => {
+            let old = old_event(&value);
+            match new.verb {
+                Verb::Added => assert!(old.is_none(), "ADDED has no old_event"),
+                Verb::Updated => {
                     updated += 1;
                     let old = old.expect("UPDATED has old_event");
-                    let new = &env.event;
                     assert!(
                         old.count >= 1 && old.count < new.count,
                         "{} -> {}",
@@ -2331,7 +2244,11 @@ mod tests {
                     );
                     assert!(old.last_timestamp < new.last_timestamp);
                     assert_eq!(old.first_timestamp, new.first_timestamp);
-                    assert_eq!(old.metadata, new.metadata, "the same Event object");
+                    assert_eq!(
+                        (&old.name, &old.namespace, &old.uid),
+                        (&new.name, &new.namespace, &new.uid),
+                        "the same Event object"
+                    );
                     assert_eq!(old.involved_object, new.involved_object);
                     assert_eq!((&old.reason, &old.message), (&new.reason, &new.message));
                     assert!(
@@ -2352,8 +2269,7 @@ mod tests {
         let mut previous = String::new();
         let mut moments = 0;
         for e in events(3, 30, 20_000) {
-            let env = parse(&e.value).unwrap();
-            let ev = env.event;
+            let ev = parse(&e.value).unwrap();
             let value: serde_json::Value = serde_json::from_slice(&e.value).unwrap();
             let created = value["event"]["metadata"]["creationTimestamp"]
                 .as_str()
@@ -2381,7 +2297,7 @@ mod tests {
         let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
         let (mut escaped_html, mut quotes, mut unicode, mut counted_warnings) = (0, 0, 0, 0);
         for e in &sample {
-            let ev = parse(&e.value).unwrap().event;
+            let ev = parse(&e.value).unwrap();
             *seen
                 .entry((ev.involved_object.kind.clone(), ev.reason.clone()))
                 .or_default() += 1;
@@ -2410,12 +2326,12 @@ mod tests {
                     ev.involved_object.name
                 );
             }
-            if ev.source.component == "kubelet" {
-                let host = ev.source.host.as_bytes();
+            if ev.source_component == "kubelet" {
+                let host = ev.source_host.as_bytes();
                 assert!(
                     host.starts_with(b"node-") && host.len() == 8,
                     "{}",
-                    ev.source.host
+                    ev.source_host
                 );
             }
         }
