@@ -19,6 +19,8 @@ pub struct Stats {
     pub produce_errors: AtomicU64,
     pub committed_offsets: AtomicU64,
     pub commit_failures: AtomicU64,
+    /// Times the consumer paused because `max_in_flight` events were in flight.
+    pub pauses: AtomicU64,
     dead_letters: Mutex<BTreeMap<&'static str, u64>>,
     produced: Mutex<BTreeMap<String, u64>>,
     dead_letters_written: AtomicU64,

@@ -180,3 +180,65 @@ fn missing_topic_creation_never_blocks_routing() {
     );
     kafka::reconcile(&source, &received);
 }
+
+#[test]
+fn a_write_the_broker_refuses_for_good_dead_letters_its_event() {
+    let source = kafka::workload(3_000, 5);
+    let kafka = kafka::start_kafka(4, &source);
+    let bootstrap = kafka.bootstrap_servers();
+    kafka::produce(&bootstrap, SOURCE, &source);
+    // The next Produce requests fail with "message too large": permanent, not retried.
+    kafka.cluster().request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 3],
+    );
+    let pipeline = RunningPipeline::start(
+        kafka::settings(&bootstrap, "refused"),
+        kafka::by_namespace_routing(),
+    );
+    pipeline.wait_acknowledged(source.len() as u64, Duration::from_secs(180));
+    let stats = pipeline.stop();
+
+    let received = kafka::read_all(
+        &bootstrap,
+        &kafka::output_topics(&source),
+        source.len(),
+        Duration::from_secs(60),
+    );
+    let refused: Vec<&kafka::Received> = received
+        .iter()
+        .filter(|r| {
+            r.topic == DEAD_LETTER && r.headers["fanout-reason"].starts_with("produce-failed")
+        })
+        .collect();
+    assert!(
+        !refused.is_empty(),
+        "some writes were refused and dead-lettered"
+    );
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.headers["fanout-reason"].contains("too large")),
+        "{:?}",
+        refused[0].headers
+    );
+    // Every source record is in its topic or, refused, in the dead-letter topic: none is lost.
+    for record in &source {
+        let in_place = received
+            .iter()
+            .any(|r| r.value == record.value && r.topic != DEAD_LETTER)
+            || matches!(kafka::expected(record), Expected::DeadLetter(_));
+        let dead_lettered = refused.iter().any(|r| r.value == record.value);
+        assert!(
+            in_place || dead_lettered,
+            "lost: {}",
+            String::from_utf8_lossy(&record.value)
+        );
+    }
+    assert!(
+        stats
+            .produce_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+}

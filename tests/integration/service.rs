@@ -309,3 +309,40 @@ fn a_second_signal_exits_at_once() {
     );
     assert!(log.contains("SIGTERM: draining"), "{log}");
 }
+
+#[test]
+fn invalid_configuration_is_refused_with_every_error_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fanout.toml");
+    std::fs::write(
+        &config,
+        "[kafka]\nbootstrap_servers = \"127.0.0.1:1\"\ncommit_interval_ms = \"soon\"\n\n[kafka.properties]\n\"enable.auto.offset.store\" = \"true\"\n",
+    )
+    .unwrap();
+    let output = support::fanout()
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("FANOUT_WORKERS", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("fanout.toml: line 3"), "{stderr}");
+    assert!(stderr.contains("commit_interval_ms"), "{stderr}");
+    assert!(stderr.contains("enable.auto.offset.store"), "{stderr}");
+    assert!(stderr.contains("FANOUT_WORKERS"), "{stderr}");
+}
+
+#[test]
+fn librdkafka_properties_reach_librdkafka() {
+    // An unknown property is refused by librdkafka itself, which proves it was passed through.
+    let output = support::fanout()
+        .args(["run", "--bootstrap-servers", "127.0.0.1:1", "--plugins"])
+        .arg(support::plugin_set_dir(&["by_namespace"], &[]).path())
+        .args(["--kafka-property", "no.such.property=1"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("no.such.property"), "{stderr}");
+}

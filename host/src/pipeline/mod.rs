@@ -221,6 +221,7 @@ fn consume(
         // Backpressure: stop fetching at the limit, resume at half, so memory stays bounded
         // while the consumer keeps polling (and so keeps its group membership).
         if !paused && in_flight >= settings.max_in_flight {
+            stats.pauses.fetch_add(1, Ordering::Relaxed);
             set_paused(consumer, true);
             paused = true;
         } else if paused && in_flight <= settings.max_in_flight / 2 {
