@@ -14,7 +14,7 @@ PLUGIN_OUT := $(PLUGIN_TARGET_DIR)/wasm32-wasip2/release
 setup:
 	rustup target add wasm32-wasip2
 	rustup component add rustfmt clippy
-	command -v kcat >/dev/null || { apt-get update -qq && apt-get install -y -qq kcat; }
+	command -v kcat >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat; }
 
 # The example plugins, built the way users build theirs.
 plugins: setup

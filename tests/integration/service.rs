@@ -307,7 +307,8 @@ fn a_second_signal_exits_at_once() {
             || (status.success() && log.contains("final commit done")),
         "{status}\n{log}"
     );
-    assert!(log.contains("SIGTERM: draining"), "{log}");
+    // Both signals are pending at once, so either may be handled first.
+    assert!(log.contains(": draining and committing"), "{log}");
 }
 
 #[test]
