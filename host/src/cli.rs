@@ -181,16 +181,7 @@ impl RuntimeArgs {
         if self.no_cache {
             return Ok(None);
         }
-        match &self.cache_dir {
-            // An explicitly named cache must be usable.
-            Some(dir) => CompileCache::open(dir).map(Some),
-            // The default one is a convenience: without it, plugins are compiled on each load.
-            None => Ok(CompileCache::default_dir().and_then(|dir| {
-                CompileCache::open(&dir)
-                    .inspect_err(|e| tracing::warn!("compile cache disabled: {e:#}"))
-                    .ok()
-            })),
-        }
+        CompileCache::configured(self.cache_dir.as_deref())
     }
 
     pub fn engine(&self) -> anyhow::Result<PluginEngine> {
@@ -250,10 +241,7 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let cache = match &config.cache_dir {
-        Some(dir) => Some(CompileCache::open(dir)?),
-        None => CompileCache::default_dir().and_then(|dir| CompileCache::open(dir).ok()),
-    };
+    let cache = CompileCache::configured(config.cache_dir.as_deref())?;
     let limits = config.runtime_limits();
     let routing = if !config.plugins_dir.exists()
         && config.plugins_dir == std::path::Path::new(crate::config::DEFAULT_PLUGINS_DIR)
@@ -264,10 +252,9 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
              exactly as by-namespace.wasm does; mount plugins there to change the routing",
             config.plugins_dir.display()
         );
-        crate::pipeline::Routing::Native(crate::native::NativeRouter {
-            prefix: String::new(),
-            output: limits.output.clone(),
-        })
+        crate::pipeline::Routing::Native(crate::native::NativeRouter::old_tool(
+            limits.output.clone(),
+        ))
     } else {
         let engine = PluginEngine::new(limits, cache)?;
         let set = PluginSet::load_path(&engine, &config.plugins_dir, None)?;
@@ -298,18 +285,14 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let limits = RuntimeLimits::default();
     let native = if args.compare_native {
         println!("== native Rust by-namespace (the practical limit)");
-        let routing = crate::pipeline::Routing::Native(crate::native::NativeRouter {
-            prefix: String::new(),
-            output: limits.output.clone(),
-        });
+        let routing = crate::pipeline::Routing::Native(crate::native::NativeRouter::old_tool(
+            limits.output.clone(),
+        ));
         Some(crate::demo::run(&settings, routing, &stop)?)
     } else {
         None
     };
-    let engine = PluginEngine::new(
-        limits,
-        CompileCache::default_dir().and_then(|d| CompileCache::open(d).ok()),
-    )?;
+    let engine = PluginEngine::new(limits, CompileCache::configured(None)?)?;
     let set = PluginSet::load_path(&engine, &args.plugins, None)?;
     println!("== plugins: {}", args.plugins.display());
     let routing = crate::pipeline::Routing::Plugins {

@@ -160,7 +160,8 @@ impl Pacer<'_> {
     }
 }
 
-fn send(
+/// Produces one record, waiting while librdkafka's queue is full; any other error is returned.
+pub fn send(
     producer: &ThreadedProducer<DefaultProducerContext>,
     topic: &str,
     key: Option<&[u8]>,

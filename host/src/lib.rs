@@ -18,3 +18,12 @@ pub mod plugin;
 pub mod policy;
 pub mod signals;
 pub mod stats;
+
+/// Locks a mutex even if a thread panicked while holding it. fanout's shared state (counters,
+/// offset windows, caches) stays consistent between operations, so carrying on is right, and a
+/// panic elsewhere must not take the data path down with it.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

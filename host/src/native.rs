@@ -26,9 +26,20 @@ pub fn by_namespace(event: &Event, prefix: &str) -> Result<Vec<Destination>, Str
 
 /// The native function behind the same interface as the plugin runtime, so the pipeline can be
 /// measured with routing that costs (almost) nothing.
+#[derive(Clone)]
 pub struct NativeRouter {
     pub prefix: String,
     pub output: crate::policy::OutputPolicy,
+}
+
+impl NativeRouter {
+    /// The old Go tool's routing: topic = namespace, no prefix.
+    pub fn old_tool(output: crate::policy::OutputPolicy) -> Self {
+        Self {
+            prefix: String::new(),
+            output,
+        }
+    }
 }
 
 impl crate::plugin::RouteEvent for NativeRouter {

@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::lock;
 
 /// Destination topics counted one by one; the rest are summed under `other`, so a plugin that
 /// invents topic names cannot grow this map without bound.
@@ -64,8 +67,4 @@ impl Stats {
     pub fn dead_letters_written(&self) -> u64 {
         self.dead_letters_written.load(Ordering::Relaxed)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::{Headers as _, Message as _};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
+use rdkafka::producer::{DefaultProducerContext, Producer as _, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use fanout::demo::EmbeddedKafka;
@@ -137,16 +137,7 @@ pub fn produce(bootstrap: &str, topic: &str, records: &[SourceRecord]) {
         .create()
         .unwrap();
     for record in records {
-        loop {
-            let mut base = BaseRecord::<[u8], [u8]>::to(topic).payload(&record.value);
-            if let Some(key) = &record.key {
-                base = base.key(key);
-            }
-            match producer.send(base) {
-                Ok(()) => break,
-                Err(_) => std::thread::sleep(Duration::from_millis(1)),
-            }
-        }
+        fanout::demo::send(&producer, topic, record.key.as_deref(), &record.value).unwrap();
     }
     producer.flush(Duration::from_secs(60)).unwrap();
 }

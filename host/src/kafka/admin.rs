@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -15,6 +16,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::RDKafkaErrorCode;
+
+use crate::lock;
 
 /// How long a failed creation is remembered before it is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -158,8 +161,4 @@ enum CreateError {
     Unanswered(String),
     /// The cluster refused this topic (policy, authorisation, invalid settings).
     Refused(String),
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -96,7 +96,7 @@ pub struct RebalanceContext {
 
 impl RebalanceContext {
     pub fn lock(&self) -> MutexGuard<'_, AckState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.state)
     }
 }
 

@@ -21,6 +21,7 @@ use rdkafka::message::{Headers as _, Message as _};
 use crate::bindings::Header;
 use crate::kafka::consumer::{self, AckState, ConsumerSettings, SourceConsumer};
 use crate::kafka::producer::Producer;
+use crate::lock;
 use crate::plugin::{PluginEngine, RouteEvent, Router, SharedSet};
 use crate::stats::Stats;
 use worker::{WorkItem, WorkerShared};
@@ -39,10 +40,7 @@ impl Routing {
     fn router(&self) -> Box<dyn RouteEvent> {
         match self {
             Routing::Plugins { engine, set } => Box::new(Router::new(engine.clone(), set.clone())),
-            Routing::Native(native) => Box::new(crate::native::NativeRouter {
-                prefix: native.prefix.clone(),
-                output: native.output.clone(),
-            }),
+            Routing::Native(native) => Box::new(native.clone()),
         }
     }
 }
@@ -280,8 +278,4 @@ fn set_paused(consumer: &SourceConsumer, pause: bool) {
         Ok(()) => tracing::debug!(pause, "backpressure"),
         Err(e) => tracing::warn!("pause/resume failed: {e}"),
     }
-}
-
-fn lock(state: &Mutex<AckState>) -> std::sync::MutexGuard<'_, AckState> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
 }

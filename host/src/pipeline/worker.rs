@@ -94,7 +94,7 @@ fn route_one(router: &mut dyn RouteEvent, shared: &WorkerShared, item: WorkItem)
             shared.source_topic.clone(),
             partition,
             offset,
-            key.clone(),
+            key,
             raw,
             shared.dead_letter_topic.clone(),
             writes,

@@ -64,6 +64,20 @@ impl CompileCache {
         Ok(Self { dir })
     }
 
+    /// The cache to use: an explicitly configured directory must be usable (an error
+    /// otherwise); without one, the default location is a convenience, and if it cannot be used
+    /// plugins are simply compiled on each load.
+    pub fn configured(explicit: Option<&Path>) -> anyhow::Result<Option<Self>> {
+        match explicit {
+            Some(dir) => Self::open(dir).map(Some),
+            None => Ok(Self::default_dir().and_then(|dir| {
+                Self::open(&dir)
+                    .inspect_err(|e| tracing::warn!("compile cache disabled: {e:#}"))
+                    .ok()
+            })),
+        }
+    }
+
     /// The default location: `$XDG_CACHE_HOME/fanout`, else `$HOME/.cache/fanout`.
     pub fn default_dir() -> Option<PathBuf> {
         let base = std::env::var_os("XDG_CACHE_HOME")

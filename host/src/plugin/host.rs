@@ -173,9 +173,7 @@ impl LogBudget {
     fn lock(&self) -> std::sync::MutexGuard<'_, BudgetState> {
         // The lock is only ever taken by the thread that owns the store; poisoning can only
         // follow a panic in `tracing`, after which logging on is still the right thing to do.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock(&self.inner)
     }
 
     /// Logs one message. `level` is `None` for output streams, whose text is logged at info.
