@@ -10,11 +10,12 @@ PLUGIN_OUT := $(PLUGIN_TARGET_DIR)/wasm32-wasip2/release
 .PHONY: setup plugins demo test lint bench
 
 # Everything a fresh machine lacks. Idempotent and quick when already done.
-# kcat (Debian) is a Kafka client that is not ours: the tests use it on both ends.
+# kcat (Debian) is a Kafka client that is not ours: the tests use it on both ends. kubectl runs
+# deploy/plugins/update-plugins.sh in the tests (client-side dry run: no cluster).
 setup:
 	rustup target add wasm32-wasip2
 	rustup component add rustfmt clippy
-	command -v kcat >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat; }
+	command -v kcat >/dev/null && command -v kubectl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat kubectl; }
 
 # The example plugins, built the way users build theirs.
 plugins: setup
@@ -37,3 +38,4 @@ test: lint
 
 bench: plugins
 	$(CARGO) bench -p fanout --bench route
+	$(CARGO) bench -p fanout --bench reload

@@ -257,11 +257,23 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         ))
     } else {
         let engine = PluginEngine::new(limits, cache)?;
-        let set = PluginSet::load_path(&engine, &config.plugins_dir, None)?;
+        let set = load_initial_set(&engine, &config.plugins_dir)?;
         crate::pipeline::Routing::Plugins {
             engine,
-            set: Arc::new(set),
+            live: crate::reload::LiveSet::new(set, config.reload.rollback.clone()),
         }
+    };
+    // Stopped (dropped) after the pipeline, so a swap can't race the final drain's logging.
+    let _reloader = match (&routing, &config.reload.watch) {
+        (crate::pipeline::Routing::Plugins { engine, live }, Some(watch)) => {
+            Some(crate::reload::Reloader::start(
+                engine.clone(),
+                config.plugins_dir.clone(),
+                live.clone(),
+                watch.clone(),
+            )?)
+        }
+        _ => None,
     };
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     crate::signals::install(stop.clone())?;
@@ -269,6 +281,26 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
     let stats = Arc::new(crate::stats::Stats::default());
     crate::pipeline::run(&settings, &routing, stats, stop)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Loads the plugins the service starts with, exactly as a reload reads them. Without a set
+/// that loads there is nothing to serve with, so this error stops the start.
+fn load_initial_set(engine: &PluginEngine, path: &std::path::Path) -> anyhow::Result<PluginSet> {
+    let snapshot = crate::reload::scan::snapshot(path)
+        .with_context(|| format!("reading the plugins at {}", path.display()))?;
+    if snapshot.files.is_empty() {
+        anyhow::bail!(
+            "{}: no plugins (*.wasm, *.wasm.gz or *.wasm.zst)",
+            path.display()
+        );
+    }
+    let set = PluginSet::load_files(engine, snapshot.files, None)?;
+    tracing::info!(
+        version = set.version(),
+        plugins = ?set.plugins().iter().map(|p| &*p.name).collect::<Vec<_>>(),
+        "plugin set loaded"
+    );
+    Ok(set)
 }
 
 fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -295,10 +327,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let engine = PluginEngine::new(limits, CompileCache::configured(None)?)?;
     let set = PluginSet::load_path(&engine, &args.plugins, None)?;
     println!("== plugins: {}", args.plugins.display());
-    let routing = crate::pipeline::Routing::Plugins {
-        engine,
-        set: Arc::new(set),
-    };
+    let routing = crate::pipeline::Routing::fixed(engine, set);
     let report = crate::demo::run(&settings, routing, &stop)?;
     if let Some(native) = native {
         println!(
@@ -339,7 +368,7 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let plugin = Plugin::load(&engine, source)?;
     // Also time a compile that bypasses the cache, so the saving is visible.
     let uncached = {
-        let wasm = std::fs::read(&args.wasm)?;
+        let wasm = crate::plugin::PluginFiles::read(&plugin.source)?.wasm;
         let started = Instant::now();
         wasmtime::component::Component::new(engine.engine(), &wasm)?;
         started.elapsed()
@@ -362,17 +391,18 @@ fn print_check(plugin: &Plugin, uncached: Duration) {
     );
     println!(
         "world:     fanout:router@{} (this host implements fanout:router@{})",
-        plugin.wit_version,
+        plugin.wit_version(),
         bindings::WIT_VERSION
     );
-    println!("exports:   {}", plugin.exports.join(", "));
-    println!("imports:   {}", plugin.imports.join(", "));
+    println!("exports:   {}", plugin.exports().join(", "));
+    println!("imports:   {}", plugin.imports().join(", "));
     let load = match plugin.timing.cache {
         CacheOutcome::Hit => format!("{} (from the compile cache)", ms(plugin.timing.compile)),
         CacheOutcome::Miss => format!("{} (compiled, now cached)", ms(plugin.timing.compile)),
         CacheOutcome::Disabled => {
             format!("{} (compiled, cache disabled)", ms(plugin.timing.compile))
         }
+        CacheOutcome::Reused => format!("{} (reused)", ms(plugin.timing.compile)),
     };
     println!("load:      {load}");
     println!("compile:   {} (Cranelift, without the cache)", ms(uncached));

@@ -50,6 +50,13 @@
 //! max_destinations = 64                    # 1..=10000
 //! max_record_bytes = 1000000               # 1..=100000000
 //! # cache_dir = "/var/cache/fanout"        # default: the host's own choice
+//! watch = true                             # hot reload when the directory changes
+//! reload_debounce_ms = 100                 # 0..=10000, quiet time before a reload
+//! rescan_interval_ms = 30000               # 1000..=3600000, backstop rescan
+//! rollback = true                          # roll back a reload that fails too many events
+//! rollback_fault_percent = 5               # 1..=100, points over the last good set's rate
+//! rollback_window_events = 1000            # 1..=10000000, the trial's length in events
+//! rollback_window_ms = 60000               # 1000..=86400000, or in time, whichever is first
 //!
 //! [pipeline]
 //! # workers = <available parallelism>      # 1..=256
@@ -160,6 +167,11 @@ const MAX_RECORD_BYTES: RangeInclusive<i128> = 1..=100_000_000;
 const WORKERS: RangeInclusive<i128> = 1..=256;
 const MAX_IN_FLIGHT: RangeInclusive<i128> = 1..=1_000_000;
 const SHUTDOWN_TIMEOUT_MS: RangeInclusive<i128> = 1..=600_000;
+const RELOAD_DEBOUNCE_MS: RangeInclusive<i128> = 0..=10_000;
+const RESCAN_INTERVAL_MS: RangeInclusive<i128> = 1_000..=3_600_000;
+const ROLLBACK_FAULT_PERCENT: RangeInclusive<i128> = 1..=100;
+const ROLLBACK_WINDOW_EVENTS: RangeInclusive<i128> = 1..=10_000_000;
+const ROLLBACK_WINDOW_MS: RangeInclusive<i128> = 1_000..=86_400_000;
 const PARTITIONS: RangeInclusive<i128> = 1..=10_000;
 const REPLICATION_FACTOR: RangeInclusive<i128> = 1..=32;
 
@@ -274,6 +286,16 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Which destination topics plugins may write, and how missing ones are created.
     pub topics: TopicsConfig,
+    /// Hot reload of the plugin directory, and rollback of bad reloads.
+    pub reload: ReloadConfig,
+}
+
+/// Hot reload: whether and how the plugin directory is watched, and when a reload is rolled back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReloadConfig {
+    /// `None`: the plugins are loaded once, at start-up.
+    pub watch: Option<crate::reload::WatchSettings>,
+    pub rollback: crate::reload::RollbackPolicy,
 }
 
 impl Config {
@@ -329,6 +351,19 @@ impl Config {
                     .cache_dir
                     .as_ref()
                     .map(|p| p.to_string_lossy().into_owned()),
+                watch: self.reload.watch.is_some(),
+                reload_debounce_ms: ms(self.reload.watch.clone().unwrap_or_default().debounce),
+                rescan_interval_ms: ms(self
+                    .reload
+                    .watch
+                    .clone()
+                    .unwrap_or_default()
+                    .rescan_interval),
+                rollback: self.reload.rollback.enabled,
+                rollback_fault_percent: (self.reload.rollback.max_fault_ratio * 100.0).round()
+                    as u64,
+                rollback_window_events: self.reload.rollback.window_events,
+                rollback_window_ms: ms(self.reload.rollback.window),
             },
             pipeline: OutPipeline {
                 workers: self.workers as u64,
@@ -392,6 +427,7 @@ impl fmt::Debug for Config {
             .field("max_in_flight", &self.max_in_flight)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("topics", &self.topics)
+            .field("reload", &self.reload)
             .finish()
     }
 }
@@ -442,6 +478,13 @@ struct OutPlugins {
     max_record_bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     cache_dir: Option<String>,
+    watch: bool,
+    reload_debounce_ms: u64,
+    rescan_interval_ms: u64,
+    rollback: bool,
+    rollback_fault_percent: u64,
+    rollback_window_events: u64,
+    rollback_window_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -959,6 +1002,58 @@ pub fn load(
         &mut errs,
     );
 
+    let watch = f
+        .boolean(&f.plugins.watch, "plugins.watch", &mut errs)
+        .is_none_or(|(v, _)| v);
+    let file_only_int =
+        |key: &str, leaf: &Leaf, range: RangeInclusive<i128>, default, errs: &mut Errors| {
+            int_setting(
+                key,
+                [f.integer(leaf, key, errs).map(file_int)],
+                range,
+                default,
+                errs,
+            )
+        };
+    let reload_debounce_ms = file_only_int(
+        "plugins.reload_debounce_ms",
+        &f.plugins.reload_debounce_ms,
+        RELOAD_DEBOUNCE_MS,
+        100,
+        &mut errs,
+    );
+    let rescan_interval_ms = file_only_int(
+        "plugins.rescan_interval_ms",
+        &f.plugins.rescan_interval_ms,
+        RESCAN_INTERVAL_MS,
+        30_000,
+        &mut errs,
+    );
+    let rollback = f
+        .boolean(&f.plugins.rollback, "plugins.rollback", &mut errs)
+        .is_none_or(|(v, _)| v);
+    let rollback_fault_percent = file_only_int(
+        "plugins.rollback_fault_percent",
+        &f.plugins.rollback_fault_percent,
+        ROLLBACK_FAULT_PERCENT,
+        5,
+        &mut errs,
+    );
+    let rollback_window_events = file_only_int(
+        "plugins.rollback_window_events",
+        &f.plugins.rollback_window_events,
+        ROLLBACK_WINDOW_EVENTS,
+        1_000,
+        &mut errs,
+    );
+    let rollback_window_ms = file_only_int(
+        "plugins.rollback_window_ms",
+        &f.plugins.rollback_window_ms,
+        ROLLBACK_WINDOW_MS,
+        60_000,
+        &mut errs,
+    );
+
     // [pipeline]
     let default_workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = int_setting(
@@ -1095,6 +1190,18 @@ pub fn load(
             partitions: partitions as i32,
             replication_factor: replication_factor as i32,
             configs,
+        },
+        reload: ReloadConfig {
+            watch: watch.then(|| crate::reload::WatchSettings {
+                debounce: Duration::from_millis(reload_debounce_ms as u64),
+                rescan_interval: Duration::from_millis(rescan_interval_ms as u64),
+            }),
+            rollback: crate::reload::RollbackPolicy {
+                enabled: rollback,
+                max_fault_ratio: rollback_fault_percent as f64 / 100.0,
+                window_events: rollback_window_events as u64,
+                window: Duration::from_millis(rollback_window_ms as u64),
+            },
         },
     })
 }
@@ -1286,6 +1393,13 @@ struct PluginsFile {
     max_destinations: Leaf,
     max_record_bytes: Leaf,
     cache_dir: Leaf,
+    watch: Leaf,
+    reload_debounce_ms: Leaf,
+    rescan_interval_ms: Leaf,
+    rollback: Leaf,
+    rollback_fault_percent: Leaf,
+    rollback_window_events: Leaf,
+    rollback_window_ms: Leaf,
 }
 
 #[derive(Default, Deserialize)]
@@ -1743,6 +1857,42 @@ mod tests {
         assert_eq!(c.topics.partitions, 3);
         assert_eq!(c.topics.replication_factor, -1);
         assert!(!c.topics.create_missing);
+    }
+
+    #[test]
+    fn reload_settings_are_read_and_checked() {
+        let defaults = ok(Some(MINIMAL), &[], &Overrides::default()).reload;
+        assert_eq!(
+            defaults.watch,
+            Some(crate::reload::WatchSettings::default())
+        );
+        assert_eq!(defaults.rollback, crate::reload::RollbackPolicy::default());
+
+        let text = format!(
+            "{MINIMAL}\n[plugins]\nwatch = false\nrollback = false\nrollback_fault_percent = 20\n\
+             rollback_window_events = 50\nrollback_window_ms = 5000\n"
+        );
+        let c = ok(Some(&text), &[], &Overrides::default()).reload;
+        assert_eq!(c.watch, None);
+        assert!(!c.rollback.enabled);
+        assert_eq!(c.rollback.max_fault_ratio, 0.2);
+        assert_eq!(c.rollback.window_events, 50);
+        assert_eq!(c.rollback.window, Duration::from_secs(5));
+        // The effective config prints them, and loads back the same.
+        let printed = ok(Some(&text), &[], &Overrides::default()).redacted();
+        assert_eq!(ok(Some(&printed), &[], &Overrides::default()).reload, c);
+
+        let bad = format!(
+            "{MINIMAL}\n[plugins]\nrollback_fault_percent = 0\nrescan_interval_ms = 10\nwatch = \"yes\"\n"
+        );
+        let messages = rendered(&errors(Some(&bad), &[], &Overrides::default())).join("\n");
+        for wanted in [
+            "plugins.rollback_fault_percent: 0 is out of range 1..=100",
+            "plugins.rescan_interval_ms: 10 is out of range 1000..=3600000",
+            "plugins.watch",
+        ] {
+            assert!(messages.contains(wanted), "{wanted:?} not in:\n{messages}");
+        }
     }
 
     #[test]

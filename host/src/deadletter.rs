@@ -61,6 +61,13 @@ impl DeadLetterReason {
         }
     }
 
+    /// Whether the plugin set is to blame: its error, trap or timeout, or output that breaks the
+    /// policy. Not a malformed input (no plugin saw it) nor a broker's refusal. These are what a
+    /// set on trial after a reload is judged by.
+    pub fn is_plugin_fault(&self) -> bool {
+        !matches!(self, Self::MalformedEvent(_) | Self::ProduceFailed { .. })
+    }
+
     /// A plugin error, with the plugin's message cut to [`MAX_DETAIL_BYTES`].
     pub fn plugin_error(message: &str) -> Self {
         Self::PluginError(truncate(message))

@@ -16,6 +16,7 @@ pub mod native;
 pub mod pipeline;
 pub mod plugin;
 pub mod policy;
+pub mod reload;
 pub mod signals;
 pub mod stats;
 

@@ -30,7 +30,11 @@ pub fn by_namespace(event: &Event, prefix: &str) -> Result<Vec<Destination>, Str
 pub struct NativeRouter {
     pub prefix: String,
     pub output: crate::policy::OutputPolicy,
+    lineage: std::sync::Arc<str>,
 }
+
+/// The lineage header's value on records the native router decided.
+pub const NATIVE_VERSION: &str = "native";
 
 impl NativeRouter {
     /// The old Go tool's routing: topic = namespace, no prefix.
@@ -38,6 +42,7 @@ impl NativeRouter {
         Self {
             prefix: String::new(),
             output,
+            lineage: NATIVE_VERSION.into(),
         }
     }
 }
@@ -59,5 +64,9 @@ impl crate::plugin::RouteEvent for NativeRouter {
                 },
             },
         }
+    }
+
+    fn version(&self) -> std::sync::Arc<str> {
+        self.lineage.clone()
     }
 }

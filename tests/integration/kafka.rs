@@ -230,10 +230,7 @@ pub fn by_namespace_routing() -> Routing {
     let engine = support::engine();
     let set = fanout::plugin::PluginSet::load_path(&engine, &support::wasm("by_namespace"), None)
         .unwrap();
-    Routing::Plugins {
-        engine,
-        set: Arc::new(set),
-    }
+    Routing::fixed(engine, set)
 }
 
 /// An in-process pipeline on its own thread.

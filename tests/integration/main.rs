@@ -2,12 +2,17 @@
 //! `fanout` binary. One test binary (ripgrep's layout) with shared helpers in `support`.
 
 mod alerts;
+mod atomic_writer;
+mod atomic_writer_tests;
 mod by_namespace;
 mod cache;
 mod cli;
+mod deploy;
 mod hostile;
+mod hot_reload;
 mod kafka;
 mod load_errors;
 mod pipeline;
+mod reload;
 mod service;
 mod support;

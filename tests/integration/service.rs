@@ -347,3 +347,60 @@ fn librdkafka_properties_reach_librdkafka() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("no.such.property"), "{stderr}");
 }
+
+#[test]
+fn a_configmap_update_reaches_the_running_service_and_its_log() {
+    let source = kafka::workload(4_000, 5);
+    let kafka = kafka::start_kafka(4, &source);
+    let bootstrap = kafka.bootstrap_servers();
+    let namespaces: Vec<String> = kafka::output_topics(&source)
+        .into_iter()
+        .filter(|t| t != kafka::DEAD_LETTER)
+        .collect();
+    let renamed: Vec<String> = namespaces.iter().map(|ns| format!("v2-{ns}")).collect();
+    for topic in &renamed {
+        kafka.create_topic(topic, 4).unwrap();
+    }
+    let mut configmap = crate::reload::ConfigMap::new(&crate::reload::by_namespace_files(""));
+    let service = Service::replica(&bootstrap, "reload", configmap.path());
+    service.wait_for_log("partitions assigned", Duration::from_secs(60));
+
+    let (first, second) = source.split_at(2_000);
+    kafka::produce(&bootstrap, SOURCE, first);
+    wait_for_count(
+        &bootstrap,
+        &namespaces,
+        routed(first),
+        Duration::from_secs(60),
+    );
+    configmap.update(&crate::reload::by_namespace_files("v2-"));
+    service.wait_for_log("plugin set swapped", Duration::from_secs(30));
+    kafka::produce(&bootstrap, SOURCE, second);
+    wait_for_count(
+        &bootstrap,
+        &renamed,
+        routed(second),
+        Duration::from_secs(60),
+    );
+
+    let (status, log) = service.terminate();
+    assert!(status.success(), "{log}");
+    // The swap is logged with both versions and the reason.
+    let swap = log
+        .lines()
+        .find(|l| l.contains("plugin set swapped"))
+        .unwrap();
+    for field in ["from=", "to=", "reason=", "changed; new set loaded in"] {
+        assert!(swap.contains(field), "{swap}");
+    }
+    // Nothing of the first half was routed again under the new prefix.
+    assert_eq!(count(&bootstrap, &renamed), routed(second));
+}
+
+/// How many of `records` by-namespace routes (rather than dead-letters).
+fn routed(records: &[kafka::SourceRecord]) -> usize {
+    records
+        .iter()
+        .filter(|r| matches!(kafka::expected(r), kafka::Expected::Topic(_)))
+        .count()
+}

@@ -20,6 +20,9 @@ pub mod headers {
     pub const SOURCE_PARTITION: &str = "fanout-source-partition";
     pub const SOURCE_OFFSET: &str = "fanout-source-offset";
     pub const PLUGIN: &str = "fanout-plugin";
+    /// On every record fanout writes, routed or dead letter: the version of the plugin set that
+    /// decided it (`native` for the built-in router).
+    pub const PLUGIN_SET: &str = "fanout-plugin-set";
 }
 
 /// A consumed event whose writes are in flight.
@@ -31,6 +34,8 @@ pub struct InFlightEvent {
     /// The source record's key and value, for a dead-letter record.
     pub key: Option<Vec<u8>>,
     pub raw: Vec<u8>,
+    /// The version of the routing that decided this event.
+    pub lineage: Arc<str>,
     dead_letter_topic: Arc<str>,
     remaining: AtomicU32,
     acks: Sender<(i32, i64)>,
@@ -45,6 +50,7 @@ impl InFlightEvent {
         offset: i64,
         key: Option<Vec<u8>>,
         raw: Vec<u8>,
+        lineage: Arc<str>,
         dead_letter_topic: Arc<str>,
         writes: u32,
         acks: Sender<(i32, i64)>,
@@ -59,6 +65,7 @@ impl InFlightEvent {
             offset,
             key,
             raw,
+            lineage,
             dead_letter_topic,
             remaining: AtomicU32::new(writes),
             acks,
@@ -111,12 +118,23 @@ impl InFlightEvent {
         if let Some(plugin) = plugin {
             h.push((headers::PLUGIN.to_owned(), Some(plugin.as_bytes().to_vec())));
         }
+        h.push(self.lineage_header());
         OutRecord {
             topic: topic.to_owned(),
             key: self.key.clone(),
             payload: None,
             headers: h,
         }
+    }
+}
+
+impl InFlightEvent {
+    /// The `fanout-plugin-set` header for a record of this event.
+    pub fn lineage_header(&self) -> (String, Option<Vec<u8>>) {
+        (
+            headers::PLUGIN_SET.to_owned(),
+            Some(self.lineage.as_bytes().to_vec()),
+        )
     }
 }
 

@@ -22,24 +22,36 @@ use crate::bindings::Header;
 use crate::kafka::consumer::{self, AckState, ConsumerSettings, SourceConsumer};
 use crate::kafka::producer::Producer;
 use crate::lock;
-use crate::plugin::{PluginEngine, RouteEvent, Router, SharedSet};
+use crate::plugin::{PluginEngine, RouteEvent};
+use crate::reload::{LiveRouter, LiveSet};
 use crate::stats::Stats;
 use worker::{WorkItem, WorkerShared};
 
 /// How events are routed: the plugin runtime, or (for comparison) a native function.
 pub enum Routing {
+    /// The plugin set in service, which a reloader may swap at any time.
     Plugins {
         engine: PluginEngine,
-        set: SharedSet,
+        live: Arc<LiveSet>,
     },
     Native(crate::native::NativeRouter),
 }
 
 impl Routing {
+    /// Plugins that stay as they are: no reloader swaps them.
+    pub fn fixed(engine: PluginEngine, set: crate::plugin::PluginSet) -> Self {
+        Routing::Plugins {
+            engine,
+            live: LiveSet::new(set, crate::reload::RollbackPolicy::default()),
+        }
+    }
+
     /// A router for one routing thread.
     fn router(&self) -> Box<dyn RouteEvent> {
         match self {
-            Routing::Plugins { engine, set } => Box::new(Router::new(engine.clone(), set.clone())),
+            Routing::Plugins { engine, live } => {
+                Box::new(LiveRouter::new(engine.clone(), live.clone()))
+            }
             Routing::Native(native) => Box::new(native.clone()),
         }
     }
@@ -48,7 +60,7 @@ impl Routing {
 impl std::fmt::Display for Routing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Routing::Plugins { set, .. } => write!(f, "plugin set {}", set.version()),
+            Routing::Plugins { live, .. } => write!(f, "plugin set {}", live.version()),
             Routing::Native(_) => f.write_str("native by-namespace"),
         }
     }

@@ -96,6 +96,8 @@ fn route_one(router: &mut dyn RouteEvent, shared: &WorkerShared, item: WorkItem)
             offset,
             key,
             raw,
+            // After `route`, the version that routed this event (a swap may just have happened).
+            router.version(),
             shared.dead_letter_topic.clone(),
             writes,
             shared.acks.clone(),
@@ -109,11 +111,13 @@ fn route_one(router: &mut dyn RouteEvent, shared: &WorkerShared, item: WorkItem)
                 if let Some(creator) = &shared.topics {
                     creator.ensure(&d.topic);
                 }
+                let mut headers: Vec<_> = d.headers.into_iter().map(|h| (h.key, h.value)).collect();
+                headers.push(event.lineage_header());
                 let record = OutRecord {
                     topic: d.topic,
                     key: d.key.or_else(|| event.key.clone()),
                     payload: d.payload,
-                    headers: d.headers.into_iter().map(|h| (h.key, h.value)).collect(),
+                    headers,
                 };
                 shared.producer.send_route(&event, record);
             }

@@ -29,6 +29,8 @@ pub enum CacheOutcome {
     Hit,
     Miss,
     Disabled,
+    /// Not compiled at all: a reload reused the component of the set it replaces.
+    Reused,
 }
 
 impl CompileCache {

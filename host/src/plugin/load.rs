@@ -2,6 +2,10 @@
 //!
 //! Everything that can be wrong with a plugin is found here, at load, and reported with the file
 //! and the exact problem, so that a broken plugin never reaches an event.
+//!
+//! A plugin file is `X.wasm`, or `X.wasm.gz` / `X.wasm.zst` compressed ([`Packing`]) so that a
+//! larger component fits a 1 MiB ConfigMap. Its identity is the sha256 of the component itself,
+//! after decompression: the same component packed two ways is the same plugin.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +21,7 @@ use super::engine::PluginEngine;
 use super::host::HostState;
 use crate::bindings::{self, Router, RouterPre};
 
-/// Largest plugin file read, compressed or not.
+/// Largest plugin file read, and largest component after decompression.
 pub const MAX_WASM_BYTES: u64 = 64 << 20;
 /// Largest plugin config read.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -39,12 +43,110 @@ impl PluginSource {
         let name = plugin_name(&wasm);
         Self { name, wasm, config }
     }
+
+    /// How the plugin file is stored, from its name.
+    pub fn packing(&self) -> Packing {
+        self.wasm
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(Packing::of)
+            .map_or(Packing::Plain, |(_, packing)| packing)
+    }
 }
 
 fn plugin_name(path: &Path) -> String {
-    path.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string())
+    let file_name = path.file_name().map(|n| n.to_string_lossy());
+    match file_name.as_deref().and_then(Packing::of) {
+        Some((stem, _)) => stem.to_owned(),
+        None => path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string()),
+    }
+}
+
+/// How a plugin file is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packing {
+    /// `X.wasm`
+    Plain,
+    /// `X.wasm.gz`
+    Gzip,
+    /// `X.wasm.zst`
+    Zstd,
+}
+
+impl Packing {
+    const SUFFIXES: [(&'static str, Packing); 3] = [
+        (".wasm", Packing::Plain),
+        (".wasm.gz", Packing::Gzip),
+        (".wasm.zst", Packing::Zstd),
+    ];
+
+    /// The plugin name and packing of a plugin file name, or `None` if it names no plugin.
+    pub fn of(file_name: &str) -> Option<(&str, Packing)> {
+        Self::SUFFIXES.iter().find_map(|(suffix, packing)| {
+            let stem = file_name.strip_suffix(suffix)?;
+            (!stem.is_empty()).then_some((stem, *packing))
+        })
+    }
+
+    /// Decompresses `bytes`, refusing output larger than [`MAX_WASM_BYTES`] (a small file can
+    /// expand to gigabytes).
+    fn unpack(self, bytes: Vec<u8>) -> Result<Vec<u8>, LoadProblem> {
+        use std::io::Read as _;
+        let reader: Box<dyn std::io::Read + '_> = match self {
+            Packing::Plain => return Ok(bytes),
+            Packing::Gzip => Box::new(flate2::read::GzDecoder::new(bytes.as_slice())),
+            Packing::Zstd => Box::new(
+                zstd::stream::read::Decoder::new(bytes.as_slice())
+                    .map_err(|e| LoadProblem::Decompress(self, e))?,
+            ),
+        };
+        let mut out = Vec::new();
+        reader
+            .take(MAX_WASM_BYTES + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| LoadProblem::Decompress(self, e))?;
+        if out.len() as u64 > MAX_WASM_BYTES {
+            return Err(LoadProblem::DecompressedTooLarge);
+        }
+        Ok(out)
+    }
+}
+
+impl std::fmt::Display for Packing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Packing::Plain => "plain",
+            Packing::Gzip => "gzip",
+            Packing::Zstd => "zstd",
+        })
+    }
+}
+
+/// A plugin's files as read: the component (decompressed) and the config text.
+#[derive(Debug, Clone)]
+pub struct PluginFiles {
+    pub wasm: Vec<u8>,
+    pub config: String,
+}
+
+impl PluginFiles {
+    /// Reads (and decompresses) the plugin file and reads its config, within the size limits.
+    pub fn read(source: &PluginSource) -> Result<Self, LoadError> {
+        let fail = |problem| LoadError {
+            path: source.wasm.clone(),
+            problem,
+        };
+        let packed = read_limited(&source.wasm, MAX_WASM_BYTES).map_err(|e| match e {
+            ReadLimited::Io(e) => fail(LoadProblem::Read(e)),
+            ReadLimited::TooLarge(n) => fail(LoadProblem::TooLarge(n)),
+        })?;
+        let wasm = source.packing().unpack(packed).map_err(fail)?;
+        let config = read_config(source.config.as_deref()).map_err(fail)?;
+        Ok(Self { wasm, config })
+    }
 }
 
 /// Why a plugin was refused. Displayed after the file name by [`LoadError`].
@@ -54,6 +156,15 @@ pub enum LoadProblem {
     Read(std::io::Error),
     #[error("file is {0} bytes, larger than the {MAX_WASM_BYTES}-byte limit")]
     TooLarge(u64),
+    #[error("cannot decompress the {0} file: {1}")]
+    Decompress(Packing, std::io::Error),
+    #[error("decompresses to more than the {MAX_WASM_BYTES}-byte limit")]
+    DecompressedTooLarge,
+    #[error(
+        "plugin `{0}` is defined twice in this set: {path} also defines it; keep one file per \
+         plugin name", path = .1.display()
+    )]
+    DuplicateName(String, PathBuf),
     #[error("not a WebAssembly file (it does not start with the `\\0asm` magic bytes)")]
     NotWasm,
     #[error(
@@ -125,17 +236,38 @@ pub struct LoadTiming {
 pub struct Plugin {
     pub name: Arc<str>,
     pub source: PluginSource,
-    /// sha256 of the file as read (before any decompression).
+    /// sha256 of the component (after any decompression): the plugin's identity.
     pub sha256: [u8; 32],
+    /// Size of the component, in bytes (after any decompression).
     pub size: u64,
     /// The config passed to `init`, exactly as read (`{}` when none).
     pub config: String,
-    /// The `fanout:router` version the plugin was built against.
-    pub wit_version: String,
-    pub imports: Vec<String>,
-    pub exports: Vec<String>,
     pub timing: LoadTiming,
+    linked: Arc<Linked>,
+}
+
+/// A component checked against the world and linked: everything about a plugin that depends on
+/// its bytes alone, not on its config.
+struct Linked {
     pre: RouterPre<HostState>,
+    wit_version: String,
+    imports: Vec<String>,
+    exports: Vec<String>,
+}
+
+fn link(engine: &PluginEngine, component: &Component) -> Result<Arc<Linked>, LoadProblem> {
+    let (wit_version, imports, exports) = check_world(engine, component)?;
+    let instance_pre = engine
+        .linker()
+        .instantiate_pre(component)
+        .map_err(|e| LoadProblem::UnsupportedImport(format!("{e:#}")))?;
+    let pre = RouterPre::new(instance_pre).map_err(LoadProblem::WrongWorld)?;
+    Ok(Arc::new(Linked {
+        pre,
+        wit_version,
+        imports,
+        exports,
+    }))
 }
 
 impl std::fmt::Debug for Plugin {
@@ -143,7 +275,7 @@ impl std::fmt::Debug for Plugin {
         f.debug_struct("Plugin")
             .field("name", &self.name)
             .field("wasm", &self.source.wasm)
-            .field("wit_version", &self.wit_version)
+            .field("wit_version", &self.linked.wit_version)
             .finish_non_exhaustive()
     }
 }
@@ -152,32 +284,41 @@ impl Plugin {
     /// Reads, compiles (through the cache), checks and initialises one plugin. The `init` call
     /// runs on a throwaway instance so that a config the plugin rejects is found here.
     pub fn load(engine: &PluginEngine, source: PluginSource) -> Result<Self, LoadError> {
+        let files = PluginFiles::read(&source)?;
+        Self::from_files(engine, source, files, &[])
+    }
+
+    /// Like [`Plugin::load`], from files already read. When one of `reusable` (the plugins of
+    /// the set being replaced) has the same component, its checked, linked component is reused
+    /// instead of compiled again, so a reload that changes only configs, or only some plugins,
+    /// compiles nothing else. `init` still runs, with this source's config.
+    pub fn from_files(
+        engine: &PluginEngine,
+        source: PluginSource,
+        files: PluginFiles,
+        reusable: &[Plugin],
+    ) -> Result<Self, LoadError> {
         let fail = |problem| LoadError {
             path: source.wasm.clone(),
             problem,
         };
-        let wasm = read_limited(&source.wasm, MAX_WASM_BYTES).map_err(|e| match e {
-            ReadLimited::Io(e) => fail(LoadProblem::Read(e)),
-            ReadLimited::TooLarge(n) => fail(LoadProblem::TooLarge(n)),
-        })?;
-        let config = read_config(source.config.as_deref()).map_err(fail)?;
-
-        check_header(&wasm).map_err(fail)?;
+        let PluginFiles { wasm, config } = files;
+        let sha256: [u8; 32] = Sha256::digest(&wasm).into();
         let started = Instant::now();
-        let (component, cache_outcome) = cache::compile(engine.engine(), engine.cache(), &wasm)
-            .map_err(|e| fail(LoadProblem::Compile(e)))?;
+        let (linked, cache_outcome) = match reusable.iter().find(|p| p.sha256 == sha256) {
+            Some(previous) => (previous.linked.clone(), CacheOutcome::Reused),
+            None => {
+                check_header(&wasm).map_err(fail)?;
+                let (component, outcome) = cache::compile(engine.engine(), engine.cache(), &wasm)
+                    .map_err(|e| fail(LoadProblem::Compile(e)))?;
+                (link(engine, &component).map_err(fail)?, outcome)
+            }
+        };
         let compile = started.elapsed();
-
-        let (wit_version, imports, exports) = check_world(engine, &component).map_err(fail)?;
-        let instance_pre = engine
-            .linker()
-            .instantiate_pre(&component)
-            .map_err(|e| fail(LoadProblem::UnsupportedImport(format!("{e:#}"))))?;
-        let pre = RouterPre::new(instance_pre).map_err(|e| fail(LoadProblem::WrongWorld(e)))?;
 
         let name: Arc<str> = source.name.as_str().into();
         let started = Instant::now();
-        Instance::start(engine, &name, &pre, &config).map_err(|e| {
+        Instance::start(engine, &name, &linked.pre, &config).map_err(|e| {
             fail(match e {
                 StartError::Instantiate(e) => LoadProblem::Instantiate(e),
                 StartError::Trap(e) => LoadProblem::InitTrapped(source.config.clone(), e),
@@ -188,25 +329,35 @@ impl Plugin {
 
         Ok(Self {
             name,
-            sha256: Sha256::digest(&wasm).into(),
+            sha256,
             size: wasm.len() as u64,
             config,
-            wit_version,
-            imports,
-            exports,
             timing: LoadTiming {
                 compile,
                 cache: cache_outcome,
                 init,
             },
-            pre,
+            linked,
             source,
         })
     }
 
+    /// The `fanout:router` version the plugin was built against.
+    pub fn wit_version(&self) -> &str {
+        &self.linked.wit_version
+    }
+
+    pub fn imports(&self) -> &[String] {
+        &self.linked.imports
+    }
+
+    pub fn exports(&self) -> &[String] {
+        &self.linked.exports
+    }
+
     /// Starts a fresh instance and runs `init` on it.
     pub(super) fn start(&self, engine: &PluginEngine) -> Result<Instance, StartError> {
-        Instance::start(engine, &self.name, &self.pre, &self.config)
+        Instance::start(engine, &self.name, &self.linked.pre, &self.config)
     }
 }
 

@@ -17,6 +17,6 @@ pub mod set;
 
 pub use cache::{CacheOutcome, CompileCache};
 pub use engine::{PluginEngine, RuntimeLimits};
-pub use load::{LoadError, LoadProblem, Plugin, PluginSource};
+pub use load::{LoadError, LoadProblem, Packing, Plugin, PluginFiles, PluginSource};
 pub use router::{Outcome, RouteEvent, Router};
 pub use set::{PluginSet, SetLoadError, SharedSet};

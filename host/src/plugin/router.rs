@@ -33,11 +33,19 @@ pub enum Outcome {
 /// function for comparison.
 pub trait RouteEvent: Send {
     fn route(&mut self, event: &Event) -> Outcome;
+
+    /// The version of the routing logic that decided the last event: the plugin set's version,
+    /// which every record written for the event carries as its lineage.
+    fn version(&self) -> Arc<str>;
 }
 
 impl RouteEvent for Router {
     fn route(&mut self, event: &Event) -> Outcome {
         Router::route(self, event)
+    }
+
+    fn version(&self) -> Arc<str> {
+        self.set.version_arc()
     }
 }
 
