@@ -7,15 +7,18 @@ CARGO ?= cargo
 PLUGIN_TARGET_DIR := target/plugins
 PLUGIN_OUT := $(PLUGIN_TARGET_DIR)/wasm32-wasip2/release
 
-.PHONY: setup plugins demo test lint bench
+.PHONY: setup plugins demo test lint validate-deploy bench
 
 # Everything a fresh machine lacks. Idempotent and quick when already done.
-# kcat (Debian) is a Kafka client that is not ours: the tests use it on both ends. kubectl runs
-# deploy/plugins/update-plugins.sh in the tests (client-side dry run: no cluster).
+# Debian packages: kcat, a Kafka client that is not ours, which the tests use on both ends;
+# kubectl, which runs deploy/plugins/update-plugins.sh in the tests (client-side dry run, no
+# cluster); libssl-dev and pkg-config, for librdkafka's TLS and SCRAM support.
+DEBIAN_PACKAGES := kcat kubectl libssl-dev pkg-config
 setup:
 	rustup target add wasm32-wasip2
 	rustup component add rustfmt clippy
-	command -v kcat >/dev/null && command -v kubectl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat kubectl; }
+	missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
 # The example plugins, built the way users build theirs.
 plugins: setup
@@ -33,7 +36,13 @@ lint: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: lint
+# Every manifest under deploy/, offline: kubernetes-validate (PyPI, in a cached virtualenv) for
+# the core kinds, a structural check for Strimzi's and the ServiceMonitor, and the Dockerfile's
+# build steps against this Makefile's.
+validate-deploy:
+	.ci/validate-deploy
+
+test: lint validate-deploy
 	$(CARGO) test --workspace
 
 bench: plugins

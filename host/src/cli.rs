@@ -27,6 +27,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "FANOUT_LOG", default_value = "info")]
     pub log_level: String,
 
+    /// Log format: `text` for people, `json` (one object per line) for log collectors, or
+    /// `auto`: text on a terminal, JSON otherwise (as in a container).
+    #[arg(long, global = true, env = "FANOUT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -43,6 +48,9 @@ pub enum Command {
     Run(RunArgs),
     /// Run the real pipeline on an embedded Kafka, with generated events and live counts.
     Demo(DemoArgs),
+    /// Work with config files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
 }
 
 /// `fanout run`. Every flag overrides the environment and the config file; see `config`.
@@ -83,6 +91,24 @@ pub struct RunArgs {
     /// A librdkafka property for both clients, KEY=VALUE; repeatable.
     #[arg(long = "kafka-property", value_name = "KEY=VALUE")]
     pub kafka_properties: Vec<String>,
+    /// Address of /metrics, /healthz, /readyz and /status, or `none` [env: FANOUT_HTTP_LISTEN;
+    /// default 0.0.0.0:9090].
+    #[arg(long)]
+    pub http_listen: Option<String>,
+}
+
+/// `fanout config`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file (with this environment) and print the effective config, with
+    /// secrets redacted. Exits 2 if it is invalid.
+    Check(ConfigCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigCheckArgs {
+    /// The TOML config file.
+    pub file: PathBuf,
 }
 
 /// `fanout demo`.
@@ -189,7 +215,14 @@ impl RuntimeArgs {
     }
 }
 
-/// Installs the log subscriber: human-readable on standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Text,
+    Json,
+}
+
+/// Installs the log subscriber, on standard error.
 pub fn init_logging(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level).unwrap_or_else(|e| {
         eprintln!(
@@ -199,11 +232,20 @@ pub fn init_logging(cli: &Cli) {
         tracing_subscriber::EnvFilter::new("info")
     });
     use std::io::IsTerminal as _;
-    tracing_subscriber::fmt()
+    let terminal = std::io::stderr().is_terminal();
+    let json = match cli.log_format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !terminal,
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.with_ansi(terminal).init();
+    }
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -212,6 +254,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check(args),
         Command::Run(args) => run_service(args),
         Command::Demo(args) => demo(args),
+        Command::Config(ConfigCommand::Check(args)) => config_check(args),
     }
 }
 
@@ -229,6 +272,7 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         max_destinations: args.max_destinations,
         max_record_bytes: args.max_record_bytes,
         kafka_properties: args.kafka_properties,
+        http_listen: args.http_listen,
     };
     let config = match crate::config::load(
         args.config.as_deref(),
@@ -241,8 +285,20 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let cache = CompileCache::configured(config.cache_dir.as_deref())?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    crate::signals::install(stop.clone())?;
+    let stats = Arc::new(crate::stats::Stats::default());
     let limits = config.runtime_limits();
+    // One event runs every plugin, each within its deadline (plus a fresh instance after a
+    // trap); far beyond that, a thread is stuck.
+    let wedged_after = (limits.call_deadline * 20).max(Duration::from_secs(30));
+    let ops = crate::ops::OpsState::new(stats.clone(), config.redacted(), wedged_after);
+    let _http = config
+        .http_listen
+        .map(|listen| crate::ops::http::HttpServer::start(listen, ops.clone()))
+        .transpose()?;
+
+    let cache = CompileCache::configured(config.cache_dir.as_deref())?;
     let routing = if !config.plugins_dir.exists()
         && config.plugins_dir == std::path::Path::new(crate::config::DEFAULT_PLUGINS_DIR)
     {
@@ -252,20 +308,26 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
              exactly as by-namespace.wasm does; mount plugins there to change the routing",
             config.plugins_dir.display()
         );
+        ops.set_routing(crate::ops::RoutingState::Native);
         crate::pipeline::Routing::Native(crate::native::NativeRouter::old_tool(
             limits.output.clone(),
         ))
     } else {
         let engine = PluginEngine::new(limits, cache)?;
-        let set = load_initial_set(&engine, &config.plugins_dir)?;
+        let Some(set) = wait_for_initial_set(&engine, &config.plugins_dir, &ops, &stop) else {
+            return Ok(ExitCode::SUCCESS); // stopped while waiting
+        };
+        let live = crate::reload::LiveSet::new(set, config.reload.rollback.clone());
+        ops.set_routing(crate::ops::RoutingState::Plugins(live.clone()));
         crate::pipeline::Routing::Plugins {
             engine,
-            live: crate::reload::LiveSet::new(set, config.reload.rollback.clone()),
+            live,
+            latency: Some(ops.latency.clone()),
         }
     };
     // Stopped (dropped) after the pipeline, so a swap can't race the final drain's logging.
     let _reloader = match (&routing, &config.reload.watch) {
-        (crate::pipeline::Routing::Plugins { engine, live }, Some(watch)) => {
+        (crate::pipeline::Routing::Plugins { engine, live, .. }, Some(watch)) => {
             Some(crate::reload::Reloader::start(
                 engine.clone(),
                 config.plugins_dir.clone(),
@@ -275,16 +337,44 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         _ => None,
     };
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    crate::signals::install(stop.clone())?;
     let settings = crate::pipeline::PipelineSettings::from_config(&config);
-    let stats = Arc::new(crate::stats::Stats::default());
     crate::pipeline::run(&settings, &routing, stats, stop)?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Loads the plugins the service starts with, exactly as a reload reads them. Without a set
-/// that loads there is nothing to serve with, so this error stops the start.
+/// Loads the plugins the service starts with, exactly as a reload reads them. Until a set loads
+/// there is nothing to route with: the service stays up but not ready (`/readyz` says why), and
+/// tries again every second, so a pod whose ConfigMap is broken or still empty recovers by
+/// itself once it is fixed. `None` if stopped meanwhile.
+fn wait_for_initial_set(
+    engine: &PluginEngine,
+    path: &std::path::Path,
+    ops: &crate::ops::OpsState,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Option<PluginSet> {
+    let mut last_error = None;
+    loop {
+        match load_initial_set(engine, path) {
+            Ok(set) => return Some(set),
+            Err(e) => {
+                let error = format!("{e:#}");
+                if last_error.as_ref() != Some(&error) {
+                    tracing::error!("no plugin set to start with, retrying every second: {error}");
+                    ops.set_routing(crate::ops::RoutingState::Loading(Some(error.clone())));
+                    last_error = Some(error);
+                }
+            }
+        }
+        for _ in 0..10 {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Reads and loads the plugins at `path`.
 fn load_initial_set(engine: &PluginEngine, path: &std::path::Path) -> anyhow::Result<PluginSet> {
     let snapshot = crate::reload::scan::snapshot(path)
         .with_context(|| format!("reading the plugins at {}", path.display()))?;
@@ -301,6 +391,25 @@ fn load_initial_set(engine: &PluginEngine, path: &std::path::Path) -> anyhow::Re
         "plugin set loaded"
     );
     Ok(set)
+}
+
+/// `fanout config check`: validates a config as `fanout run` would (with this environment) and
+/// prints the effective config with secrets redacted.
+fn config_check(args: ConfigCheckArgs) -> anyhow::Result<ExitCode> {
+    match crate::config::load(
+        Some(&args.file),
+        &|k| std::env::var(k).ok(),
+        &crate::config::Overrides::default(),
+    ) {
+        Ok(config) => {
+            print!("{}", config.redacted());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            eprintln!("error: invalid configuration:\n{errors}");
+            Ok(ExitCode::from(2))
+        }
+    }
 }
 
 fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {

@@ -28,6 +28,7 @@
 //! | routing threads | `pipeline.workers` | `FANOUT_WORKERS` | `--workers` |
 //! | plugin limits | `plugins.memory_limit_mib`, … | | `--memory-limit-mib`, … |
 //! | librdkafka properties | `[kafka.properties]` | | `--kafka-property KEY=VALUE` |
+//! | HTTP endpoint | `http.listen` | `FANOUT_HTTP_LISTEN` | `--http-listen` |
 //!
 //! Everything else is set in the file only. Its layout, with every default:
 //!
@@ -42,6 +43,10 @@
 //! # "security.protocol" = "SASL_SSL"       # booleans are accepted and stringified)
 //! [kafka.consumer]                         # the consumer only
 //! [kafka.producer]                         # the producer only
+//! [kafka.secret_files]                     # property = file holding its value (a mounted
+//! # "sasl.password" = "/etc/fanout/kafka-user/password"   Secret); trailing newlines dropped
+//! [kafka.secret_env]                       # property = environment variable holding its value
+//! # "sasl.password" = "KAFKA_PASSWORD"
 //!
 //! [plugins]
 //! dir = "/etc/fanout/plugins"
@@ -62,6 +67,9 @@
 //! # workers = <available parallelism>      # 1..=256
 //! max_in_flight = 10000                    # 1..=1000000
 //! shutdown_timeout_ms = 30000              # 1..=600000
+//!
+//! [http]
+//! listen = "0.0.0.0:9090"                  # /metrics, /healthz, /readyz, /status; "none": off
 //!
 //! [topics]
 //! allow = ["*"]                            # a destination must match one (only `*` is special)
@@ -126,6 +134,7 @@ pub const ENV_DEAD_LETTER_TOPIC: &str = "FANOUT_DEAD_LETTER_TOPIC";
 pub const ENV_PLUGINS: &str = "FANOUT_PLUGINS";
 pub const ENV_CACHE_DIR: &str = "FANOUT_CACHE_DIR";
 pub const ENV_WORKERS: &str = "FANOUT_WORKERS";
+pub const ENV_HTTP_LISTEN: &str = "FANOUT_HTTP_LISTEN";
 /// The old tool's bootstrap servers; below every `FANOUT_*` variable.
 pub const OLD_ENV_ENDPOINT: &str = "ENDPOINT";
 /// The old tool's source topic; below every `FANOUT_*` variable.
@@ -143,11 +152,13 @@ const FLAG_DEADLINE_MS: &str = "--deadline-ms";
 const FLAG_MAX_DESTINATIONS: &str = "--max-destinations";
 const FLAG_MAX_RECORD_BYTES: &str = "--max-record-bytes";
 const FLAG_KAFKA_PROPERTY: &str = "--kafka-property";
+const FLAG_HTTP_LISTEN: &str = "--http-listen";
 
 pub const DEFAULT_SOURCE_TOPIC: &str = "cluster-events";
 pub const DEFAULT_GROUP_ID: &str = "fanout";
 pub const DEFAULT_DEAD_LETTER_TOPIC: &str = "fanout-dead-letter";
 pub const DEFAULT_PLUGINS_DIR: &str = "/etc/fanout/plugins";
+pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:9090";
 const DEFAULT_COMMIT_INTERVAL_MS: i128 = 5_000;
 const DEFAULT_MEMORY_LIMIT_MIB: i128 = 64;
 const DEFAULT_DEADLINE_MS: i128 = 100;
@@ -288,6 +299,13 @@ pub struct Config {
     pub topics: TopicsConfig,
     /// Hot reload of the plugin directory, and rollback of bad reloads.
     pub reload: ReloadConfig,
+    /// Where the HTTP endpoint listens; `None` turns it off.
+    pub http_listen: Option<std::net::SocketAddr>,
+    /// librdkafka properties whose values were read from files (already merged into
+    /// `common_properties`, and always redacted).
+    pub secret_files: BTreeMap<String, PathBuf>,
+    /// librdkafka properties whose values were read from environment variables (likewise).
+    pub secret_env: BTreeMap<String, String>,
 }
 
 /// Hot reload: whether and how the plugin directory is watched, and when a reload is rolled back.
@@ -299,6 +317,14 @@ pub struct ReloadConfig {
 }
 
 impl Config {
+    /// Whether a property's value must never be shown: a secret-looking key, or one whose value
+    /// came from a secret file or variable.
+    pub fn is_secret(&self, key: &str) -> bool {
+        is_secret_property(key)
+            || self.secret_files.contains_key(key)
+            || self.secret_env.contains_key(key)
+    }
+
     /// The consumer's librdkafka properties: the common ones, overridden by the consumer's own.
     pub fn merged_consumer_properties(&self) -> BTreeMap<String, String> {
         let mut merged = self.common_properties.clone();
@@ -316,14 +342,18 @@ impl Config {
     /// The effective configuration as TOML in the file's layout (it loads back as the same
     /// config), with the values of secret-looking properties replaced by `"<redacted>"`.
     pub fn redacted(&self) -> String {
-        fn props(map: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
+        let props = |map: &'_ BTreeMap<String, String>| -> BTreeMap<String, String> {
             map.iter()
+                // Values from secret files and variables print as their source, below.
+                .filter(|(k, _)| {
+                    !self.secret_files.contains_key(*k) && !self.secret_env.contains_key(*k)
+                })
                 .map(|(k, v)| {
-                    let v = if is_secret_property(k) { REDACTED } else { v };
-                    (k.as_str(), v)
+                    let v = if self.is_secret(k) { REDACTED } else { v };
+                    (k.clone(), v.to_owned())
                 })
                 .collect()
-        }
+        };
         fn ms(d: Duration) -> u64 {
             u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
         }
@@ -340,6 +370,17 @@ impl Config {
                 properties: props(&self.common_properties),
                 consumer: props(&self.consumer_properties),
                 producer: props(&self.producer_properties),
+                secret_files: self
+                    .secret_files
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_string_lossy().into_owned()))
+                    .collect(),
+                secret_env: self.secret_env.clone(),
+            },
+            http: OutHttp {
+                listen: self
+                    .http_listen
+                    .map_or_else(|| "none".to_owned(), |a| a.to_string()),
             },
             plugins: OutPlugins {
                 dir: self.plugins_dir.to_string_lossy().into_owned(),
@@ -407,15 +448,15 @@ impl fmt::Debug for Config {
             .field("commit_interval", &self.commit_interval)
             .field(
                 "common_properties",
-                &RedactedProperties(&self.common_properties),
+                &RedactedProperties(self, &self.common_properties),
             )
             .field(
                 "consumer_properties",
-                &RedactedProperties(&self.consumer_properties),
+                &RedactedProperties(self, &self.consumer_properties),
             )
             .field(
                 "producer_properties",
-                &RedactedProperties(&self.producer_properties),
+                &RedactedProperties(self, &self.producer_properties),
             )
             .field("plugins_dir", &self.plugins_dir)
             .field("memory_limit_bytes", &self.memory_limit_bytes)
@@ -428,18 +469,21 @@ impl fmt::Debug for Config {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("topics", &self.topics)
             .field("reload", &self.reload)
+            .field("http_listen", &self.http_listen)
+            .field("secret_files", &self.secret_files)
+            .field("secret_env", &self.secret_env)
             .finish()
     }
 }
 
 /// A property map whose `Debug` hides secret values.
-struct RedactedProperties<'a>(&'a BTreeMap<String, String>);
+struct RedactedProperties<'a>(&'a Config, &'a BTreeMap<String, String>);
 
 impl fmt::Debug for RedactedProperties<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
-            .entries(self.0.iter().map(|(k, v)| {
-                let v = if is_secret_property(k) { REDACTED } else { v };
+            .entries(self.1.iter().map(|(k, v)| {
+                let v = if self.0.is_secret(k) { REDACTED } else { v };
                 (k, v)
             }))
             .finish()
@@ -451,7 +495,13 @@ struct OutFile<'a> {
     kafka: OutKafka<'a>,
     plugins: OutPlugins,
     pipeline: OutPipeline,
+    http: OutHttp,
     topics: OutTopics<'a>,
+}
+
+#[derive(Serialize)]
+struct OutHttp {
+    listen: String,
 }
 
 #[derive(Serialize)]
@@ -462,11 +512,15 @@ struct OutKafka<'a> {
     dead_letter_topic: &'a str,
     commit_interval_ms: u64,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    properties: BTreeMap<&'a str, &'a str>,
+    properties: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    consumer: BTreeMap<&'a str, &'a str>,
+    consumer: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    producer: BTreeMap<&'a str, &'a str>,
+    producer: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    secret_files: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    secret_env: BTreeMap<String, String>,
 }
 
 #[derive(Serialize)]
@@ -661,6 +715,8 @@ pub struct Overrides {
     pub max_record_bytes: Option<u64>,
     /// `--kafka-property KEY=VALUE`, repeatable, for both clients; a later one wins.
     pub kafka_properties: Vec<String>,
+    /// `--http-listen`
+    pub http_listen: Option<String>,
 }
 
 impl fmt::Debug for Overrides {
@@ -919,6 +975,49 @@ pub fn load(
         f.properties(f.kafka.consumer.as_ref(), "kafka.consumer", true, &mut errs);
     let producer_properties =
         f.properties(f.kafka.producer.as_ref(), "kafka.producer", true, &mut errs);
+    let secret_files: BTreeMap<String, PathBuf> = f
+        .properties(
+            f.kafka.secret_files.as_ref(),
+            "kafka.secret_files",
+            true,
+            &mut errs,
+        )
+        .into_iter()
+        .map(|(k, v)| (k, PathBuf::from(v)))
+        .collect();
+    let secret_env = f.properties(
+        f.kafka.secret_env.as_ref(),
+        "kafka.secret_env",
+        true,
+        &mut errs,
+    );
+    for (key, path) in &secret_files {
+        match std::fs::read_to_string(path) {
+            // Secret files end with a newline more often than not; it is never part of a password.
+            Ok(value) => {
+                common_properties
+                    .insert(key.clone(), value.trim_end_matches(['\n', '\r']).to_owned());
+            }
+            Err(e) => errs.push(
+                f.at_key(f.kafka.secret_files.as_ref(), key),
+                format!(
+                    "kafka.secret_files.{key:?}: cannot read {}: {e}",
+                    path.display()
+                ),
+            ),
+        }
+    }
+    for (key, variable) in &secret_env {
+        match env(variable) {
+            Some(value) => {
+                common_properties.insert(key.clone(), value);
+            }
+            None => errs.push(
+                f.at_key(f.kafka.secret_env.as_ref(), key),
+                format!("kafka.secret_env.{key:?}: the environment variable {variable} is not set"),
+            ),
+        }
+    }
 
     // [plugins]
     let plugins_dir = resolve(
@@ -1093,6 +1192,35 @@ pub fn load(
         &mut errs,
     );
 
+    // [http]
+    let http_listen = resolve(
+        "http.listen",
+        [
+            flag_str(&flags.http_listen, FLAG_HTTP_LISTEN),
+            env_str(ENV_HTTP_LISTEN),
+            f.string(&f.http.listen, "http.listen", &mut errs),
+        ],
+        |v: String| {
+            if v == "none" {
+                return Ok(None);
+            }
+            v.parse::<std::net::SocketAddr>().map(Some).map_err(|_| {
+                format!("{v:?} is not an address and port such as \"0.0.0.0:9090\", nor \"none\"")
+            })
+        },
+        &mut errs,
+    )
+    .map_or_else(
+        || {
+            Some(
+                DEFAULT_HTTP_LISTEN
+                    .parse()
+                    .expect("the default address parses"),
+            )
+        },
+        |(v, _)| v,
+    );
+
     // [topics]
     let allow = f
         .globs(&f.topics.allow, "topics.allow", &mut errs)
@@ -1191,6 +1319,9 @@ pub fn load(
             replication_factor: replication_factor as i32,
             configs,
         },
+        http_listen,
+        secret_files,
+        secret_env,
         reload: ReloadConfig {
             watch: watch.then(|| crate::reload::WatchSettings {
                 debounce: Duration::from_millis(reload_debounce_ms as u64),
@@ -1366,7 +1497,7 @@ type Leaf = Option<Spanned<toml::Value>>;
 /// A table of librdkafka properties or topic configs.
 type RawProperties = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
 
-const SECTIONS: [&str; 4] = ["kafka", "plugins", "pipeline", "topics"];
+const SECTIONS: [&str; 5] = ["kafka", "plugins", "pipeline", "http", "topics"];
 
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1382,6 +1513,16 @@ struct KafkaFile {
     consumer: Option<RawProperties>,
     #[serde(default, deserialize_with = "property_table")]
     producer: Option<RawProperties>,
+    #[serde(default, deserialize_with = "property_table")]
+    secret_files: Option<RawProperties>,
+    #[serde(default, deserialize_with = "property_table")]
+    secret_env: Option<RawProperties>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpFile {
+    listen: Leaf,
 }
 
 #[derive(Default, Deserialize)]
@@ -1441,6 +1582,7 @@ struct FileLayer {
     kafka: KafkaFile,
     plugins: PluginsFile,
     pipeline: PipelineFile,
+    http: HttpFile,
     topics: TopicsFile,
 }
 
@@ -1452,6 +1594,7 @@ impl Default for FileLayer {
             kafka: KafkaFile::default(),
             plugins: PluginsFile::default(),
             pipeline: PipelineFile::default(),
+            http: HttpFile::default(),
             topics: TopicsFile::default(),
         }
     }
@@ -1513,6 +1656,7 @@ impl FileLayer {
                 "kafka" => layer.kafka = layer.section(name, value, errs),
                 "plugins" => layer.plugins = layer.section(name, value, errs),
                 "pipeline" => layer.pipeline = layer.section(name, value, errs),
+                "http" => layer.http = layer.section(name, value, errs),
                 _ => layer.topics = layer.section(name, value, errs),
             }
         }
@@ -1575,6 +1719,16 @@ impl FileLayer {
 
     fn at(&self, span: Range<usize>) -> Source {
         self.at_opt(Some(span))
+    }
+
+    /// Where a key of a property table is written.
+    fn at_key(&self, table: Option<&RawProperties>, key: &str) -> Source {
+        let span = table
+            .into_iter()
+            .flatten()
+            .find(|(k, _)| k.get_ref() == key)
+            .map(|(k, _)| k.span());
+        self.at_opt(span)
     }
 
     /// Converts a leaf; a wrong type is an error naming the key and the type wanted.

@@ -13,6 +13,7 @@ pub mod event;
 pub mod generate;
 pub mod kafka;
 pub mod native;
+pub mod ops;
 pub mod pipeline;
 pub mod plugin;
 pub mod policy;

@@ -1,10 +1,12 @@
-//! Counters of what the pipeline did, shared by its threads. The demo prints them; the metrics
-//! endpoint will export them.
+//! Counters of what the pipeline did, and what its Kafka clients last reported, shared by its
+//! threads. The demo prints them; the HTTP endpoint (`ops`) exports them.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::statistics::Statistics;
 
 use crate::lock;
 
@@ -12,7 +14,7 @@ use crate::lock;
 /// invents topic names cannot grow this map without bound.
 pub const MAX_TOPICS: usize = 1000;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stats {
     pub consumed: AtomicU64,
     /// Events whose every write is confirmed (or that were filtered).
@@ -24,9 +26,67 @@ pub struct Stats {
     pub commit_failures: AtomicU64,
     /// Times the consumer paused because `max_in_flight` events were in flight.
     pub pauses: AtomicU64,
+    /// Events consumed and not yet acknowledged (a gauge).
+    pub in_flight: AtomicU64,
     dead_letters: Mutex<BTreeMap<&'static str, u64>>,
     produced: Mutex<BTreeMap<String, u64>>,
     dead_letters_written: AtomicU64,
+    clients: Mutex<ClientReport>,
+    routing_threads: Mutex<Vec<Arc<Busy>>>,
+    epoch: Instant,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            consumed: AtomicU64::default(),
+            acknowledged: AtomicU64::default(),
+            routed: AtomicU64::default(),
+            filtered: AtomicU64::default(),
+            produce_errors: AtomicU64::default(),
+            committed_offsets: AtomicU64::default(),
+            commit_failures: AtomicU64::default(),
+            pauses: AtomicU64::default(),
+            in_flight: AtomicU64::default(),
+            dead_letters: Mutex::default(),
+            produced: Mutex::default(),
+            dead_letters_written: AtomicU64::default(),
+            clients: Mutex::default(),
+            routing_threads: Mutex::default(),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+/// What the Kafka clients last said about themselves (librdkafka's statistics).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ClientReport {
+    /// The consumer's group state (`up` once joined), if reported yet.
+    pub group_state: Option<String>,
+    /// Brokers the producer has an open connection to, if reported yet.
+    pub producer_brokers_up: Option<usize>,
+    /// Consumer lag of each assigned source partition.
+    pub lag: BTreeMap<i32, i64>,
+}
+
+/// Whether one routing thread is working on an event, and since when.
+#[derive(Debug, Default)]
+pub struct Busy {
+    /// Milliseconds since [`Stats`] was made, plus one; 0 when idle.
+    since: AtomicU64,
+}
+
+impl Busy {
+    pub fn start(&self, stats: &Stats) {
+        self.since.store(
+            stats.epoch.elapsed().as_millis() as u64 + 1,
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn stop(&self) {
+        self.since.store(0, Ordering::Relaxed);
+    }
 }
 
 impl Stats {
@@ -66,5 +126,56 @@ impl Stats {
     /// Dead-letter records confirmed by the broker.
     pub fn dead_letters_written(&self) -> u64 {
         self.dead_letters_written.load(Ordering::Relaxed)
+    }
+
+    /// A routing thread announces itself, and then marks each event it works on.
+    pub fn routing_thread(&self) -> Arc<Busy> {
+        let busy = Arc::new(Busy::default());
+        lock(&self.routing_threads).push(busy.clone());
+        busy
+    }
+
+    /// The longest any routing thread has been on its current event.
+    pub fn longest_busy(&self) -> Option<Duration> {
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        lock(&self.routing_threads)
+            .iter()
+            .map(|b| b.since.load(Ordering::Relaxed))
+            .filter(|since| *since != 0)
+            .map(|since| Duration::from_millis(now.saturating_sub(since)))
+            .max()
+    }
+
+    pub fn clients(&self) -> ClientReport {
+        lock(&self.clients).clone()
+    }
+
+    /// The consumer's statistics: its group state and the lag of each partition of `topic`.
+    pub fn record_consumer_statistics(&self, statistics: &Statistics, topic: &str) {
+        let lag = statistics
+            .topics
+            .get(topic)
+            .map(|t| {
+                t.partitions
+                    .values()
+                    // -1 is librdkafka's internal "unassigned" partition.
+                    .filter(|p| p.partition >= 0 && p.desired)
+                    .map(|p| (p.partition, p.consumer_lag.max(0)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut clients = lock(&self.clients);
+        clients.group_state = statistics.cgrp.as_ref().map(|g| g.state.clone());
+        clients.lag = lag;
+    }
+
+    /// The producer's statistics: how many brokers it is connected to.
+    pub fn record_producer_statistics(&self, statistics: &Statistics) {
+        let up = statistics
+            .brokers
+            .values()
+            .filter(|b| b.nodeid >= 0 && b.state == "UP")
+            .count();
+        lock(&self.clients).producer_brokers_up = Some(up);
     }
 }

@@ -60,7 +60,13 @@ fn infinite_loop_times_out_at_the_deadline() {
 
 #[test]
 fn memory_bomb_is_capped() {
-    let mut router = hostile_router();
+    // A generous deadline: on a loaded machine, filling 64 MiB can take longer than the default
+    // 100 ms, and this test is about the memory cap, not the clock.
+    let limits = RuntimeLimits {
+        call_deadline: Duration::from_secs(10),
+        ..RuntimeLimits::default()
+    };
+    let mut router = support::router(&support::engine_with(limits), &["hostile"], &[]);
     let reason = dead_letter(attack_then_normal(&mut router, "HostileMemoryBomb"));
     assert_eq!(
         reason.to_string(),
@@ -72,6 +78,7 @@ fn memory_bomb_is_capped() {
 fn memory_cap_is_configurable() {
     let limits = RuntimeLimits {
         memory_bytes: 16 << 20,
+        call_deadline: Duration::from_secs(10),
         ..RuntimeLimits::default()
     };
     let mut router = support::router(&support::engine_with(limits), &["hostile"], &[]);

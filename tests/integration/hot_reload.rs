@@ -63,6 +63,7 @@ fn fifty_swaps_under_load_route_every_event_by_exactly_one_version() {
         Routing::Plugins {
             engine,
             live: live.clone(),
+            latency: None,
         },
     );
     let stats = pipeline.stats.clone();
@@ -192,6 +193,7 @@ fn a_release_trapping_on_half_the_events_is_rolled_back_and_its_failures_are_dea
         Routing::Plugins {
             engine,
             live: live.clone(),
+            latency: None,
         },
     );
     let (first, rest) = source.split_at(5_000);

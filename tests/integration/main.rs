@@ -12,6 +12,7 @@ mod hostile;
 mod hot_reload;
 mod kafka;
 mod load_errors;
+mod ops;
 mod pipeline;
 mod reload;
 mod service;

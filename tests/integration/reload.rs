@@ -262,12 +262,20 @@ fn local_edits_reload_and_a_touch_or_an_identical_rewrite_does_not() {
     assert_eq!(topic(&router.route(&event(1))), "y-checkout");
 
     // The same bytes again, and a touch: the directory changed, its content did not.
-    std::fs::write(&config, r#"{"prefix":"y-"}"#).unwrap();
+    std::fs::write(&tmp, r#"{"prefix":"y-"}"#).unwrap();
+    std::fs::rename(&tmp, &config).unwrap();
     let file = std::fs::File::options().append(true).open(&config).unwrap();
     file.set_modified(std::time::SystemTime::now()).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(live.counts().reloads, 1);
     assert_eq!(live.counts().failures, 0);
+
+    // A rewrite in place can be seen half-done (refused), but its completion is the set in
+    // service: no swap to the same version.
+    std::fs::write(&config, r#"{"prefix":"y-"}"#).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(live.counts().reloads, 1);
+    assert_eq!(live.version(), router.version());
 }
 
 #[test]

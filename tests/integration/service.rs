@@ -10,14 +10,14 @@ use crate::kafka::{self, SOURCE};
 use crate::support;
 
 /// A `fanout run` child process whose log goes to a file.
-struct Service {
+pub struct Service {
     child: Child,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Service {
-    fn start(configure: impl FnOnce(&mut Command)) -> Self {
+    pub fn start(configure: impl FnOnce(&mut Command)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("fanout.log");
         let mut command = support::fanout();
@@ -38,7 +38,7 @@ impl Service {
     }
 
     /// A replica in `group` routing with by_namespace.wasm.
-    fn replica(bootstrap: &str, group: &str, plugins: &std::path::Path) -> Self {
+    pub fn replica(bootstrap: &str, group: &str, plugins: &std::path::Path) -> Self {
         Self::start(|c| {
             c.args([
                 "--bootstrap-servers",
@@ -53,11 +53,11 @@ impl Service {
         })
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn wait_for_log(&self, needle: &str, timeout: Duration) {
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
         let started = Instant::now();
         while !self.log().contains(needle) {
             assert!(
@@ -70,13 +70,13 @@ impl Service {
     }
 
     /// SIGKILL: no drain, no final commit.
-    fn kill(mut self) {
+    pub fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
 
     /// SIGTERM, then the exit status.
-    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
         rustix::process::kill_process(
             rustix::process::Pid::from_child(&self.child),
             rustix::process::Signal::TERM,
@@ -100,11 +100,11 @@ impl Service {
 }
 
 /// Counts the records currently in `topics` (reading from the beginning).
-fn count(bootstrap: &str, topics: &[String]) -> usize {
+pub fn count(bootstrap: &str, topics: &[String]) -> usize {
     kafka::read_all(bootstrap, topics, usize::MAX, Duration::from_secs(3)).len()
 }
 
-fn wait_for_count(bootstrap: &str, topics: &[String], want: usize, timeout: Duration) {
+pub fn wait_for_count(bootstrap: &str, topics: &[String], want: usize, timeout: Duration) {
     let started = Instant::now();
     loop {
         let n = count(bootstrap, topics);

@@ -136,5 +136,9 @@ pub fn fanout() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_fanout"));
     command.env("FANOUT_CACHE_DIR", root().join("target/test-compile-cache"));
     command.env_remove("FANOUT_PLUGINS");
+    // The tests read the human format; one test checks the JSON one. Port 0: tests run side by
+    // side, and each reads its endpoint's address from the log.
+    command.env("FANOUT_LOG_FORMAT", "text");
+    command.env("FANOUT_HTTP_LISTEN", "127.0.0.1:0");
     command
 }

@@ -56,8 +56,9 @@ impl TopicCreator {
             config.set(key, value);
         }
         config.set("bootstrap.servers", bootstrap_servers);
-        let admin: AdminClient<DefaultClientContext> =
-            config.create().context("creating the Kafka admin client")?;
+        let admin: AdminClient<DefaultClientContext> = config
+            .create()
+            .map_err(|e| super::client_error(e, "creating the Kafka admin client"))?;
         let known = match admin.inner().fetch_metadata(None, Duration::from_secs(10)) {
             Ok(metadata) => metadata
                 .topics()

@@ -100,7 +100,12 @@ impl RebalanceContext {
     }
 }
 
-impl ClientContext for RebalanceContext {}
+impl ClientContext for RebalanceContext {
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        self.stats
+            .record_consumer_statistics(&statistics, &self.topic);
+    }
+}
 
 impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(&self, consumer: &SourceConsumer, rebalance: &Rebalance<'_>) {
@@ -197,7 +202,9 @@ pub fn create(
     config
         .set("bootstrap.servers", settings.bootstrap_servers)
         // A new group reads the topic from the start: events already in Kafka are routed too.
-        .set("auto.offset.reset", "earliest");
+        .set("auto.offset.reset", "earliest")
+        // Group state and partition lag, for /readyz and /metrics; a user setting wins.
+        .set("statistics.interval.ms", "1000");
     for (key, value) in settings.properties {
         config.set(key, value);
     }
@@ -218,7 +225,7 @@ pub fn create(
     };
     let consumer: SourceConsumer = config
         .create_with_context(context)
-        .context("creating the Kafka consumer")?;
+        .map_err(|e| super::client_error(e, "creating the Kafka consumer"))?;
     consumer
         .subscribe(&[settings.topic])
         .with_context(|| format!("subscribing to {}", settings.topic))?;

@@ -85,6 +85,8 @@ impl Producer {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", bootstrap_servers);
         config.set("linger.ms", "5");
+        // Broker connections, for /readyz; a user setting wins.
+        config.set("statistics.interval.ms", "1000");
         for (key, value) in properties {
             config.set(key, value);
         }
@@ -97,7 +99,7 @@ impl Producer {
         };
         let inner: ThreadedProducer<DeliveryContext> = config
             .create_with_context(context)
-            .context("creating the Kafka producer")?;
+            .map_err(|e| super::client_error(e, "creating the Kafka producer"))?;
         let producer = Self {
             inner: Arc::new(inner),
             retries: retry_tx,
@@ -345,7 +347,11 @@ pub struct DeliveryContext {
     stats: Arc<crate::stats::Stats>,
 }
 
-impl ClientContext for DeliveryContext {}
+impl ClientContext for DeliveryContext {
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        self.stats.record_producer_statistics(&statistics);
+    }
+}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Box<WriteToken>;

@@ -33,6 +33,8 @@ pub enum Routing {
     Plugins {
         engine: PluginEngine,
         live: Arc<LiveSet>,
+        /// Where plugin call latency is recorded, if anywhere.
+        latency: Option<crate::ops::metrics::PluginLatency>,
     },
     Native(crate::native::NativeRouter),
 }
@@ -43,15 +45,22 @@ impl Routing {
         Routing::Plugins {
             engine,
             live: LiveSet::new(set, crate::reload::RollbackPolicy::default()),
+            latency: None,
         }
     }
 
     /// A router for one routing thread.
     fn router(&self) -> Box<dyn RouteEvent> {
         match self {
-            Routing::Plugins { engine, live } => {
-                Box::new(LiveRouter::new(engine.clone(), live.clone()))
-            }
+            Routing::Plugins {
+                engine,
+                live,
+                latency,
+            } => Box::new(LiveRouter::observed(
+                engine.clone(),
+                live.clone(),
+                latency.clone(),
+            )),
             Routing::Native(native) => Box::new(native.clone()),
         }
     }
@@ -228,6 +237,7 @@ fn consume(
             state.store(consumer, &settings.source_topic);
             state.tracker.in_flight()
         };
+        stats.in_flight.store(in_flight as u64, Ordering::Relaxed);
         // Backpressure: stop fetching at the limit, resume at half, so memory stays bounded
         // while the consumer keeps polling (and so keeps its group membership).
         if !paused && in_flight >= settings.max_in_flight {

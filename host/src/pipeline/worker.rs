@@ -45,11 +45,16 @@ pub struct WorkerShared {
 
 /// Routes every item received until the channel closes.
 pub fn run(mut router: Box<dyn RouteEvent>, shared: WorkerShared, items: Receiver<WorkItem>) {
+    // /healthz reports a thread stuck on one event, which the call deadline should make
+    // impossible.
+    let busy = shared.stats.routing_thread();
     for item in items {
         if shared.stop.load(Ordering::Relaxed) {
             return;
         }
+        busy.start(&shared.stats);
         route_one(router.as_mut(), &shared, item);
+        busy.stop();
     }
 }
 

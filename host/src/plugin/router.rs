@@ -54,16 +54,31 @@ pub struct Router {
     engine: PluginEngine,
     set: SharedSet,
     instances: Vec<Option<Instance>>,
+    /// Per plugin, where its call latency is recorded, if anywhere.
+    latency: Vec<Option<prometheus_client::metrics::histogram::Histogram>>,
 }
 
 impl Router {
     pub fn new(engine: PluginEngine, set: SharedSet) -> Self {
         let instances = set.plugins().iter().map(|_| None).collect();
+        let latency = set.plugins().iter().map(|_| None).collect();
         Self {
             engine,
             set,
             instances,
+            latency,
         }
+    }
+
+    /// Records each plugin's call latency in `latency` (two clock reads per call).
+    pub fn observed_by(mut self, latency: &crate::ops::metrics::PluginLatency) -> Self {
+        self.latency = self
+            .set
+            .plugins()
+            .iter()
+            .map(|p| Some(latency.for_plugin(&p.name)))
+            .collect();
+        self
     }
 
     pub fn set(&self) -> &SharedSet {
@@ -98,7 +113,13 @@ impl Router {
             };
             instance.store.data_mut().start_call();
             instance.store.set_epoch_deadline(limits.deadline_ticks());
+            let started = self.latency[index]
+                .as_ref()
+                .map(|_| std::time::Instant::now());
             let result = instance.bindings.call_route(&mut instance.store, event);
+            if let (Some(histogram), Some(started)) = (&self.latency[index], started) {
+                histogram.observe(started.elapsed().as_secs_f64());
+            }
             let destinations = match result {
                 Ok(Ok(destinations)) => destinations,
                 Ok(Err(message)) => return dead(DeadLetterReason::plugin_error(&message)),

@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::bindings::Event;
 use crate::lock;
+use crate::ops::metrics::PluginLatency;
 use crate::plugin::{Outcome, PluginEngine, PluginSet, RouteEvent, Router, SharedSet};
 
 /// When a newly loaded set is judged, and how.
@@ -394,7 +395,7 @@ fn record(result: &'static str, from: &str, to: Option<&str>, detail: &str) -> R
     }
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
@@ -406,18 +407,37 @@ pub struct LiveRouter {
     live: Arc<LiveSet>,
     active: Arc<Active>,
     router: Router,
+    latency: Option<PluginLatency>,
 }
 
 impl LiveRouter {
     pub fn new(engine: PluginEngine, live: Arc<LiveSet>) -> Self {
+        Self::observed(engine, live, None)
+    }
+
+    /// A router that records each plugin call's latency in `latency`.
+    pub fn observed(
+        engine: PluginEngine,
+        live: Arc<LiveSet>,
+        latency: Option<PluginLatency>,
+    ) -> Self {
         let active = live.current();
-        let router = Router::new(engine.clone(), active.set.clone());
+        let router = make_router(&engine, &active, latency.as_ref());
         Self {
             engine,
             live,
             active,
             router,
+            latency,
         }
+    }
+}
+
+fn make_router(engine: &PluginEngine, active: &Active, latency: Option<&PluginLatency>) -> Router {
+    let router = Router::new(engine.clone(), active.set.clone());
+    match latency {
+        Some(latency) => router.observed_by(latency),
+        None => router,
     }
 }
 
@@ -426,7 +446,7 @@ impl RouteEvent for LiveRouter {
         if self.live.generation() != self.active.generation {
             self.active = self.live.current();
             // Instances of the old set are dropped here; the new set's start on first use.
-            self.router = Router::new(self.engine.clone(), self.active.set.clone());
+            self.router = make_router(&self.engine, &self.active, self.latency.as_ref());
         }
         let outcome = self.router.route(event);
         self.live.record(&self.active, &outcome);

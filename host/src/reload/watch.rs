@@ -236,9 +236,12 @@ impl ReloadLoop {
         self.stat_key = Some(key);
         self.last_problem = None;
         if let Some(version) = &snapshot.version
-            && self.attempted.as_ref() == Some(version)
+            && (self.attempted.as_ref() == Some(version) || *version == self.live.version())
         {
-            return; // same content: a touch, or the set that was refused or rolled back
+            // Same content: a touch, the set in service (say, after a file was briefly
+            // unreadable mid-write), or the set that was refused or rolled back.
+            self.attempted = Some(version.clone());
+            return;
         }
         self.attempted = snapshot.version.clone();
         if snapshot.files.is_empty() {
