@@ -2414,7 +2414,8 @@ workers = 3
             shown[0],
             "fanout.toml: line 3, column 1: kafka: unknown field `groupid`, expected one of \
              `bootstrap_servers`, `source_topic`, `group_id`, `dead_letter_topic`, \
-             `commit_interval_ms`, `properties`, `consumer`, `producer`"
+             `commit_interval_ms`, `properties`, `consumer`, `producer`, `secret_files`, \
+             `secret_env`"
         );
         // Every unknown key of a section, not just the first.
         assert!(
@@ -2432,7 +2433,7 @@ workers = 3
         assert_eq!(
             shown[3],
             "fanout.toml: line 7, column 2: unknown field `pipelin`, expected one of `kafka`, \
-             `plugins`, `pipeline`, `topics`"
+             `plugins`, `pipeline`, `http`, `topics`"
         );
         // The valid keys of a section with an unknown one still count (here: still checked).
         let text = "[kafka]\nbootstrap_servers = \"b:1\"\n[topics]\nallow = [\"a b\"]\nextra = 1\n";

@@ -314,3 +314,45 @@ fn a_property_librdkafka_refuses_is_named_without_its_value() {
     );
     assert!(!stderr.contains("topsecret-xyzzy"), "{stderr}");
 }
+
+#[test]
+fn a_client_that_cannot_authenticate_is_never_ready() {
+    // The mock cluster has no SASL: SASL_PLAINTEXT fails its handshake, as wrong credentials or
+    // a wrong mechanism would against a real broker. fanout stays up, alive and not ready.
+    let kafka = kafka::start_kafka(2, &[]);
+    let bootstrap = kafka.bootstrap_servers();
+    let plugins = support::plugin_set_dir(&["by_namespace"], &[]);
+    let service = Service::start(|c| {
+        c.args(["--bootstrap-servers", &bootstrap, "--plugins"])
+            .arg(plugins.path())
+            .args([
+                "--kafka-property",
+                "security.protocol=SASL_PLAINTEXT",
+                "--kafka-property",
+                "sasl.mechanism=SCRAM-SHA-512",
+                "--kafka-property",
+                "sasl.username=fanout",
+                "--kafka-property",
+                "sasl.password=not-this-one",
+            ]);
+    });
+    let addr = endpoint(&service);
+    // Statistics arrive every second; give the clients several rounds.
+    std::thread::sleep(Duration::from_secs(4));
+    let (code, body) = get(&addr, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("the producer is connected to no broker"),
+        "{body}"
+    );
+    assert!(
+        body.contains("the consumer is not in its group yet"),
+        "{body}"
+    );
+    assert_eq!(get(&addr, "/healthz").0, 200);
+    let metrics = samples(&get(&addr, "/metrics").1);
+    assert_eq!(metrics["fanout_ready"], 0.0);
+    let (status, log) = service.terminate();
+    assert!(status.success(), "{log}");
+    assert!(!log.contains("not-this-one"), "{log}");
+}
