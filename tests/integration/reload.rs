@@ -446,3 +446,44 @@ fn a_set_that_passes_its_trial_by_events_or_by_time_becomes_the_rollback_target(
     assert_eq!(status.last_good_version, status.version);
     assert_eq!(status.counts.rollbacks, 0);
 }
+
+#[test]
+fn the_periodic_rescan_catches_a_change_no_event_reports() {
+    let engine = support::engine();
+    let configmap = ConfigMap::new(&by_namespace_files("a-"));
+    let live = LiveSet::new(load(&engine, configmap.path()), RollbackPolicy::default());
+    let _reloader = Reloader::start(
+        engine.clone(),
+        configmap.path().to_owned(),
+        live.clone(),
+        WatchSettings {
+            debounce: Duration::from_millis(50),
+            rescan_interval: Duration::from_secs(1),
+        },
+    )
+    .unwrap();
+    let first = live.version();
+    // Let the reloader's first look at the directory (at start-up) pass.
+    std::thread::sleep(Duration::from_millis(300));
+    // An edit inside the snapshot directory, behind `..data`: the watch is on the mount
+    // directory only, so no event reports it.
+    let snapshot = scan::sources(configmap.path()).unwrap()[0]
+        .config
+        .clone()
+        .unwrap();
+    assert!(
+        snapshot
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("..")
+    );
+    std::fs::write(&snapshot, r#"{"prefix":"rescanned-"}"#).unwrap();
+    wait_until("the rescan", Duration::from_secs(10), || {
+        live.version() != first
+    });
+    let mut router = LiveRouter::new(engine, live);
+    assert_eq!(topic(&router.route(&event(0))), "rescanned-checkout");
+}
