@@ -14,6 +14,7 @@ mod kafka;
 mod load_errors;
 mod ops;
 mod pipeline;
+mod properties;
 mod reload;
 mod service;
 mod support;
