@@ -28,12 +28,7 @@ fn get(addr: &str, path: &str) -> (u16, String) {
 
 /// The endpoint's address, from the service's log.
 fn endpoint(service: &Service) -> String {
-    service.wait_for_log("HTTP endpoint listening", Duration::from_secs(30));
-    let log = service.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("HTTP endpoint listening"))
-        .unwrap();
+    let line = service.log_line("HTTP endpoint listening", Duration::from_secs(30));
     let addr = line.split("addr=").nth(1).unwrap();
     addr.split_whitespace().next().unwrap().to_owned()
 }
@@ -266,13 +261,8 @@ fn secrets_from_the_file_a_secret_file_and_the_environment_never_show() {
             .env("FANOUT_LOG", "debug")
             .env("FANOUT_LOG_FORMAT", "json");
     });
-    service.wait_for_log("HTTP endpoint listening", Duration::from_secs(30));
-    let log = service.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("HTTP endpoint listening"))
-        .unwrap();
-    let event: serde_json::Value = serde_json::from_str(line).unwrap();
+    let line = service.log_line("HTTP endpoint listening", Duration::from_secs(30));
+    let event: serde_json::Value = serde_json::from_str(&line).unwrap();
     let addr = event["addr"].as_str().unwrap().to_owned();
     let status = get(&addr, "/status").1;
     assert!(status.contains("<redacted>"), "{status}");

@@ -57,6 +57,16 @@ impl Service {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The first log line containing `needle`, once there is one.
+    pub fn log_line(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_for_log(needle, timeout);
+        self.log()
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap()
+            .to_owned()
+    }
+
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
         let started = Instant::now();
         while !self.log().contains(needle) {

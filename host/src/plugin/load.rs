@@ -129,6 +129,8 @@ impl std::fmt::Display for Packing {
 #[derive(Debug, Clone)]
 pub struct PluginFiles {
     pub wasm: Vec<u8>,
+    /// sha256 of `wasm`, computed once at read: the scan's version and the load both use it.
+    pub sha256: [u8; 32],
     pub config: String,
 }
 
@@ -145,7 +147,11 @@ impl PluginFiles {
         })?;
         let wasm = source.packing().unpack(packed).map_err(fail)?;
         let config = read_config(source.config.as_deref()).map_err(fail)?;
-        Ok(Self { wasm, config })
+        Ok(Self {
+            sha256: Sha256::digest(&wasm).into(),
+            wasm,
+            config,
+        })
     }
 }
 
@@ -302,8 +308,11 @@ impl Plugin {
             path: source.wasm.clone(),
             problem,
         };
-        let PluginFiles { wasm, config } = files;
-        let sha256: [u8; 32] = Sha256::digest(&wasm).into();
+        let PluginFiles {
+            wasm,
+            sha256,
+            config,
+        } = files;
         let started = Instant::now();
         let (linked, cache_outcome) = match reusable.iter().find(|p| p.sha256 == sha256) {
             Some(previous) => (previous.linked.clone(), CacheOutcome::Reused),

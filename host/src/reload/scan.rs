@@ -9,8 +9,6 @@
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
-
 use crate::plugin::set::{discover, snapshot_root, version_of};
 use crate::plugin::{LoadError, PluginFiles, PluginSource};
 
@@ -84,17 +82,10 @@ pub fn snapshot(path: &Path) -> std::io::Result<Snapshot> {
                 .iter()
                 .map(|(source, files)| {
                     let files = files.as_ref().ok()?;
-                    let sha: [u8; 32] = Sha256::digest(&files.wasm).into();
-                    Some((source.name.clone(), sha, files.config.clone()))
+                    Some((source.name.as_str(), files.sha256, files.config.as_str()))
                 })
                 .collect::<Option<Vec<_>>>()
-                .map(|plugins| {
-                    version_of(
-                        plugins
-                            .iter()
-                            .map(|(name, sha, config)| (name.as_str(), *sha, config.as_str())),
-                    )
-                });
+                .map(|plugins| version_of(plugins.into_iter()));
             return Ok(Snapshot { files, version });
         }
         tracing::debug!(
