@@ -18,7 +18,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release -p fanout
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    cargo build --release --target wasm32-wasip2 -p by-namespace -p alerts --target-dir target/plugins
+    cargo build --release --target wasm32-wasip2 -p by-namespace -p alerts -p archive --target-dir target/plugins
 
 FROM debian:bookworm-slim
 # libssl3: the OpenSSL that librdkafka links to. ca-certificates: the system trust store.

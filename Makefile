@@ -12,8 +12,9 @@ PLUGIN_OUT := $(PLUGIN_TARGET_DIR)/wasm32-wasip2/release
 # Everything a fresh machine lacks. Idempotent and quick when already done.
 # Debian packages: kcat, a Kafka client that is not ours, which the tests use on both ends;
 # kubectl, which runs deploy/plugins/update-plugins.sh in the tests (client-side dry run, no
-# cluster); libssl-dev and pkg-config, for librdkafka's TLS and SCRAM support.
-DEBIAN_PACKAGES := kcat kubectl libssl-dev pkg-config
+# cluster); libssl-dev and pkg-config, for librdkafka's TLS and SCRAM support;
+# python3-confluent-kafka, the Python fanout the pipeline benchmark compares against.
+DEBIAN_PACKAGES := kcat kubectl libssl-dev pkg-config python3-confluent-kafka
 setup:
 	rustup target add wasm32-wasip2
 	rustup component add rustfmt clippy
@@ -22,7 +23,7 @@ setup:
 
 # The example plugins, built the way users build theirs.
 plugins: setup
-	$(CARGO) build --release --target wasm32-wasip2 -p by-namespace -p alerts --target-dir $(PLUGIN_TARGET_DIR)
+	$(CARGO) build --release --target wasm32-wasip2 -p by-namespace -p alerts -p archive --target-dir $(PLUGIN_TARGET_DIR)
 
 # The real pipeline on an embedded Kafka (librdkafka's mock cluster): the repo's EventRouter
 # fixtures plus generated events, routed by the default plugin, with live counts.
@@ -42,9 +43,13 @@ lint: setup
 validate-deploy:
 	.ci/validate-deploy
 
+# The pipeline benchmark's CI setting (20k events, every contender, every record checked) runs
+# under `cargo test`, which builds it without `--bench`.
 test: lint validate-deploy
 	$(CARGO) test --workspace
+	$(CARGO) test -p fanout --bench pipeline
 
 bench: plugins
 	$(CARGO) bench -p fanout --bench route
 	$(CARGO) bench -p fanout --bench reload
+	$(CARGO) bench -p fanout --bench pipeline

@@ -13,7 +13,7 @@ mod support;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use fanout::bindings::Event;
+use fanout::event::SharedEvent;
 use fanout::plugin::{CompileCache, Outcome, Plugin, PluginEngine, PluginSource, RuntimeLimits};
 use fanout::policy::OutputPolicy;
 
@@ -92,7 +92,7 @@ fn measure(mut call: impl FnMut()) -> Duration {
 }
 
 /// A Warning event from the fixtures, its message padded so the envelope is about 1 KiB.
-fn one_kib_event() -> Event {
+fn one_kib_event() -> SharedEvent {
     let line = support::lines("events/eventrouter.jsonl")
         .into_iter()
         .find(|l| l.windows(9).any(|w| w == b"\"Warning\""))

@@ -11,44 +11,72 @@ use crate::{Header, ObjectReference, SourceRecord, Verb};
 /// One Kubernetes event, as parsed by the host from an EventRouter envelope
 /// `{"verb":..,"event":{core/v1 Event},"old_event":{..}}`, plus the Kafka record it came from.
 ///
-/// The common fields are parsed by the host and available without any cost. Everything else
-/// (labels, annotations, `series`, `old_event`, ...) is read from the raw envelope with
-/// [`json`](Event::json), [`pointer`](Event::pointer), [`label`](Event::label),
-/// [`annotation`](Event::annotation) and [`old_event`](Event::old_event): the envelope is parsed
-/// the first time one of them is called and the result is cached, so a plugin that never calls
-/// them never pays for parsing.
+/// The common fields are parsed by the host. Each is copied into the plugin the first time it is
+/// read and then cached, so a plugin pays only for the fields it reads: reading the namespace
+/// costs one call to the host, while the 1 KiB [`raw`](Event::raw) envelope is never copied
+/// unless asked for. Everything else (labels, annotations, `series`, `old_event`, ...) is read
+/// from the raw envelope with [`json`](Event::json), [`pointer`](Event::pointer),
+/// [`label`](Event::label), [`annotation`](Event::annotation) and
+/// [`old_event`](Event::old_event): the envelope is parsed the first time one of them is called
+/// and the result is cached too.
 ///
 /// As in Kubernetes' Go types, a string field absent from the JSON is the empty string.
 ///
 /// In native unit tests, build events with [`Event::from_envelope`] and the `with_source_*`
 /// methods.
 #[derive(Clone)]
-pub struct Event {
-    inner: WitEvent,
+pub struct Event<'h> {
+    /// The host's event, valid for one `route` call. `None` for an event built natively by
+    /// [`Event::from_envelope`], which fills every field up front.
+    handle: Option<&'h WitEvent>,
+    fields: Loaded,
     json: OnceCell<Result<Value, JsonError>>,
 }
 
-impl fmt::Debug for Event {
+/// The event's fields, each filled on first use.
+#[derive(Clone, Default)]
+struct Loaded {
+    verb: OnceCell<Verb>,
+    name: OnceCell<String>,
+    namespace: OnceCell<String>,
+    uid: OnceCell<String>,
+    involved_object: OnceCell<ObjectReference>,
+    reason: OnceCell<String>,
+    message: OnceCell<String>,
+    event_type: OnceCell<String>,
+    count: OnceCell<i32>,
+    source_component: OnceCell<String>,
+    source_host: OnceCell<String>,
+    reporting_controller: OnceCell<String>,
+    first_timestamp: OnceCell<Option<String>>,
+    last_timestamp: OnceCell<Option<String>>,
+    event_time: OnceCell<Option<String>>,
+    raw: OnceCell<Vec<u8>>,
+    source: OnceCell<SourceRecord>,
+    /// Filled instead of `source` when only the key is read, which is the common case.
+    source_key: OnceCell<Option<Vec<u8>>>,
+}
+
+impl fmt::Debug for Event<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let e = &self.inner;
         f.debug_struct("Event")
-            .field("verb", &e.verb)
-            .field("name", &e.name)
-            .field("namespace", &e.namespace)
-            .field("uid", &e.uid)
-            .field("involved_object", &e.involved_object)
-            .field("reason", &e.reason)
-            .field("message", &e.message)
-            .field("event_type", &e.event_type)
-            .field("count", &e.count)
-            .field("source_component", &e.source_component)
-            .field("source_host", &e.source_host)
-            .field("reporting_controller", &e.reporting_controller)
-            .field("first_timestamp", &e.first_timestamp)
-            .field("last_timestamp", &e.last_timestamp)
-            .field("event_time", &e.event_time)
-            .field("raw", &String::from_utf8_lossy(&e.raw))
-            .field("source", &e.source)
+            .field("verb", &self.verb())
+            .field("name", &self.name())
+            .field("namespace", &self.namespace())
+            .field("uid", &self.uid())
+            .field("involved_object", self.involved_object())
+            .field("reason", &self.reason())
+            .field("message", &self.message())
+            .field("event_type", &self.event_type())
+            .field("count", &self.count())
+            .field("source_component", &self.source_component())
+            .field("source_host", &self.source_host())
+            .field("reporting_controller", &self.reporting_controller())
+            .field("first_timestamp", &self.first_timestamp())
+            .field("last_timestamp", &self.last_timestamp())
+            .field("event_time", &self.event_time())
+            .field("raw", &String::from_utf8_lossy(self.raw()))
+            .field("source", self.source())
             .finish()
     }
 }
@@ -83,111 +111,137 @@ impl From<JsonError> for String {
     }
 }
 
-impl Event {
-    /// Wraps the record received from the host. Moves it; nothing is copied or parsed.
-    pub(crate) fn from_wit(inner: WitEvent) -> Self {
+impl<'h> Event<'h> {
+    /// Wraps the handle received from the host. Nothing is copied until a field is read.
+    pub(crate) fn from_wit(handle: &'h WitEvent) -> Self {
         Event {
-            inner,
+            handle: Some(handle),
+            fields: Loaded::default(),
             json: OnceCell::new(),
         }
     }
 
-    /// Unwraps the record, for tests of the glue code.
-    #[cfg(test)]
-    pub(crate) fn into_wit(self) -> WitEvent {
-        self.inner
+    /// A field: cached, or copied from the host on first use.
+    fn field<'s, T>(&'s self, cell: &'s OnceCell<T>, fetch: fn(&WitEvent) -> T) -> &'s T {
+        cell.get_or_init(|| {
+            // An event built natively has every field filled, so only a host event gets here.
+            fetch(
+                self.handle
+                    .expect("an event without a host handle has every field set"),
+            )
+        })
     }
 
     /// The envelope's `verb`: [`Verb::Added`] or [`Verb::Updated`].
     pub fn verb(&self) -> Verb {
-        self.inner.verb
+        *self.field(&self.fields.verb, WitEvent::verb)
     }
 
     /// `event.metadata.name`, for example `prometheus-k8s-0.180001eef`.
     pub fn name(&self) -> &str {
-        &self.inner.name
+        self.field(&self.fields.name, WitEvent::name).as_str()
     }
 
     /// `event.metadata.namespace`: where the Event object is stored; empty when missing.
     /// Events about cluster-scoped objects are stored in `default`.
     pub fn namespace(&self) -> &str {
-        &self.inner.namespace
+        self.field(&self.fields.namespace, WitEvent::namespace)
+            .as_str()
     }
 
     /// `event.metadata.uid`.
     pub fn uid(&self) -> &str {
-        &self.inner.uid
+        self.field(&self.fields.uid, WitEvent::uid).as_str()
     }
 
     /// `event.involvedObject`: the object the event is about.
     pub fn involved_object(&self) -> &ObjectReference {
-        &self.inner.involved_object
+        self.field(&self.fields.involved_object, WitEvent::involved_object)
     }
 
     /// `event.reason`, a short CamelCase machine-readable cause, for example `BackOff`.
     pub fn reason(&self) -> &str {
-        &self.inner.reason
+        self.field(&self.fields.reason, WitEvent::reason).as_str()
     }
 
     /// `event.message`, human-readable.
     pub fn message(&self) -> &str {
-        &self.inner.message
+        self.field(&self.fields.message, WitEvent::message).as_str()
     }
 
     /// `event.type`: `Normal` or `Warning` (other values occur and are passed through).
     pub fn event_type(&self) -> &str {
-        &self.inner.event_type
+        self.field(&self.fields.event_type, WitEvent::event_type)
+            .as_str()
     }
 
     /// `event.count`: how many times this event has occurred; 0 when absent.
     pub fn count(&self) -> i32 {
-        self.inner.count
+        *self.field(&self.fields.count, WitEvent::count)
     }
 
     /// `event.source.component`, for example `kubelet`.
     pub fn source_component(&self) -> &str {
-        &self.inner.source_component
+        self.field(&self.fields.source_component, WitEvent::source_component)
+            .as_str()
     }
 
     /// `event.source.host`: the node that reported the event.
     pub fn source_host(&self) -> &str {
-        &self.inner.source_host
+        self.field(&self.fields.source_host, WitEvent::source_host)
+            .as_str()
     }
 
     /// `event.reportingComponent`, for example `default-scheduler`.
     pub fn reporting_controller(&self) -> &str {
-        &self.inner.reporting_controller
+        self.field(
+            &self.fields.reporting_controller,
+            WitEvent::reporting_controller,
+        )
+        .as_str()
     }
 
     /// `event.firstTimestamp` exactly as found (RFC 3339), or `None` when null or absent.
     pub fn first_timestamp(&self) -> Option<&str> {
-        self.inner.first_timestamp.as_deref()
+        self.field(&self.fields.first_timestamp, WitEvent::first_timestamp)
+            .as_deref()
     }
 
     /// `event.lastTimestamp` exactly as found (RFC 3339), or `None` when null or absent.
     pub fn last_timestamp(&self) -> Option<&str> {
-        self.inner.last_timestamp.as_deref()
+        self.field(&self.fields.last_timestamp, WitEvent::last_timestamp)
+            .as_deref()
     }
 
     /// `event.eventTime` exactly as found (RFC 3339 with microseconds), or `None` when null or
     /// absent.
     pub fn event_time(&self) -> Option<&str> {
-        self.inner.event_time.as_deref()
+        self.field(&self.fields.event_time, WitEvent::event_time)
+            .as_deref()
     }
 
     /// The exact bytes of the source record's value: the whole EventRouter envelope.
+    ///
+    /// Copied from the host on first use (about 1 KiB). A destination without a payload forwards
+    /// these bytes without the plugin ever reading them.
     pub fn raw(&self) -> &[u8] {
-        &self.inner.raw
+        self.field(&self.fields.raw, WitEvent::raw).as_slice()
     }
 
     /// The Kafka record the event came from: topic, partition, offset, timestamp, key, headers.
     pub fn source(&self) -> &SourceRecord {
-        &self.inner.source
+        self.field(&self.fields.source, WitEvent::source)
     }
 
     /// The source record's key, if it had one. EventRouter sets it to `involvedObject.name`.
     pub fn source_key(&self) -> Option<&[u8]> {
-        self.inner.source.key.as_deref()
+        match (self.handle, self.fields.source.get()) {
+            // Only the key is needed: don't copy the topic and headers too.
+            (Some(_), None) => self
+                .field(&self.fields.source_key, WitEvent::source_key)
+                .as_deref(),
+            _ => self.source().key.as_deref(),
+        }
     }
 
     /// The value of the source record's header `name` (case-sensitive).
@@ -195,8 +249,7 @@ impl Event {
     /// When the name occurs more than once the last occurrence wins, as with Kafka's
     /// `Headers.lastHeader`. `None` when there is no such header or it has no value.
     pub fn source_header(&self, name: &str) -> Option<&[u8]> {
-        self.inner
-            .source
+        self.source()
             .headers
             .iter()
             .rev()
@@ -211,7 +264,7 @@ impl Event {
     pub fn json(&self) -> Result<&Value, JsonError> {
         self.json
             .get_or_init(|| {
-                serde_json::from_slice(&self.inner.raw).map_err(|e| {
+                serde_json::from_slice(self.raw()).map_err(|e| {
                     JsonError::new(format!("the event's raw envelope is not valid JSON: {e}"))
                 })
             })
@@ -264,7 +317,9 @@ impl Event {
             .get(field)?
             .as_object()
     }
+}
 
+impl Event<'static> {
     /// Builds an event from an EventRouter envelope the way the host does, for native unit tests.
     ///
     /// `verb` must be `"ADDED"` or `"UPDATED"` and `event` an object. Strings that are absent or
@@ -294,7 +349,7 @@ impl Event {
     /// assert_eq!(ev.old_event().unwrap()["count"], 2);
     /// assert_eq!(ev.source_key(), Some(&b"web-0"[..]));
     /// ```
-    pub fn from_envelope(envelope: impl AsRef<[u8]>) -> Result<Event, String> {
+    pub fn from_envelope(envelope: impl AsRef<[u8]>) -> Result<Event<'static>, String> {
         let raw = envelope.as_ref();
         let root: Value = serde_json::from_slice(raw)
             .map_err(|e| format!("the envelope is not valid JSON: {e}"))?;
@@ -322,11 +377,11 @@ impl Event {
             map: Some(event),
             path: "event",
         };
-        let inner = WitEvent {
-            verb,
-            name: meta.string("name")?,
-            namespace: meta.string("namespace")?,
-            uid: meta.string("uid")?,
+        let fields = Loaded {
+            verb: verb.into(),
+            name: meta.string("name")?.into(),
+            namespace: meta.string("namespace")?.into(),
+            uid: meta.string("uid")?.into(),
             involved_object: ObjectReference {
                 kind: obj.string("kind")?,
                 namespace: obj.string("namespace")?,
@@ -334,18 +389,19 @@ impl Event {
                 uid: obj.string("uid")?,
                 api_version: obj.string("apiVersion")?,
                 field_path: obj.string("fieldPath")?,
-            },
-            reason: ev.string("reason")?,
-            message: ev.string("message")?,
-            event_type: ev.string("type")?,
-            count: ev.count("count")?,
-            source_component: src.string("component")?,
-            source_host: src.string("host")?,
-            reporting_controller: ev.string("reportingComponent")?,
-            first_timestamp: ev.optional_string("firstTimestamp")?,
-            last_timestamp: ev.optional_string("lastTimestamp")?,
-            event_time: ev.optional_string("eventTime")?,
-            raw: raw.to_vec(),
+            }
+            .into(),
+            reason: ev.string("reason")?.into(),
+            message: ev.string("message")?.into(),
+            event_type: ev.string("type")?.into(),
+            count: ev.count("count")?.into(),
+            source_component: src.string("component")?.into(),
+            source_host: src.string("host")?.into(),
+            reporting_controller: ev.string("reportingComponent")?.into(),
+            first_timestamp: ev.optional_string("firstTimestamp")?.into(),
+            last_timestamp: ev.optional_string("lastTimestamp")?.into(),
+            event_time: ev.optional_string("eventTime")?.into(),
+            raw: raw.to_vec().into(),
             source: SourceRecord {
                 topic: "cluster-events".to_string(),
                 partition: 0,
@@ -353,39 +409,53 @@ impl Event {
                 timestamp_ms: None,
                 key: None,
                 headers: Vec::new(),
-            },
+            }
+            .into(),
+            source_key: OnceCell::new(),
         };
-        Ok(Event::from_wit(inner))
+        Ok(Event {
+            handle: None,
+            fields,
+            json: OnceCell::new(),
+        })
+    }
+
+    /// The source record of a natively built event, which always has one.
+    fn source_mut(&mut self) -> &mut SourceRecord {
+        self.fields
+            .source
+            .get_mut()
+            .expect("a natively built event has its source record")
     }
 
     /// Sets the source record's key (by default there is none). For tests.
     pub fn with_source_key(mut self, key: impl Into<Vec<u8>>) -> Self {
-        self.inner.source.key = Some(key.into());
+        self.source_mut().key = Some(key.into());
         self
     }
 
     /// Sets the source record's topic (by default `cluster-events`). For tests.
     pub fn with_source_topic(mut self, topic: impl Into<String>) -> Self {
-        self.inner.source.topic = topic.into();
+        self.source_mut().topic = topic.into();
         self
     }
 
     /// Sets the source record's partition (by default 0). For tests.
     pub fn with_source_partition(mut self, partition: i32) -> Self {
-        self.inner.source.partition = partition;
+        self.source_mut().partition = partition;
         self
     }
 
     /// Sets the source record's offset (by default 0). For tests.
     pub fn with_source_offset(mut self, offset: i64) -> Self {
-        self.inner.source.offset = offset;
+        self.source_mut().offset = offset;
         self
     }
 
     /// Sets the source record's timestamp in milliseconds since the Unix epoch (by default
     /// none). For tests.
     pub fn with_source_timestamp_ms(mut self, timestamp_ms: i64) -> Self {
-        self.inner.source.timestamp_ms = Some(timestamp_ms);
+        self.source_mut().timestamp_ms = Some(timestamp_ms);
         self
     }
 
@@ -395,7 +465,7 @@ impl Event {
         name: impl Into<String>,
         value: impl Into<Vec<u8>>,
     ) -> Self {
-        self.inner.source.headers.push(Header {
+        self.source_mut().headers.push(Header {
             key: name.into(),
             value: Some(value.into()),
         });
@@ -575,11 +645,8 @@ mod tests {
 
     #[test]
     fn invalid_raw_json_is_an_error_not_a_panic() {
-        let mut inner = Event::from_envelope(r#"{"verb":"ADDED","event":{}}"#)
-            .unwrap()
-            .into_wit();
-        inner.raw = b"{not json".to_vec();
-        let ev = Event::from_wit(inner);
+        let mut ev = Event::from_envelope(r#"{"verb":"ADDED","event":{}}"#).unwrap();
+        ev.fields.raw = b"{not json".to_vec().into();
         let err = ev.json().unwrap_err();
         assert!(
             err.to_string()

@@ -123,7 +123,7 @@
 //! - Logging: [`log`] and the [`trace!`], [`debug!`], [`info!`], [`warn!`], [`error!`] macros
 //!   write to the host's log, tagged with the plugin's name. In native tests they print to stderr.
 //!
-//! The WIT contract is `wit/router.wit` (`fanout:router@0.1.0`, world `router`).
+//! The WIT contract is `wit/router.wit` (`fanout:router@0.2.0`, world `router`).
 #![warn(missing_docs)]
 
 mod config;
@@ -206,7 +206,7 @@ macro_rules! export {
                 }
 
                 fn route(
-                    ev: $crate::__private::WitEvent,
+                    ev: &$crate::__private::WitEvent,
                 ) -> ::core::result::Result<
                     ::std::vec::Vec<$crate::Destination>,
                     ::std::string::String,
@@ -241,7 +241,7 @@ macro_rules! export {
                 }
 
                 fn route(
-                    ev: $crate::__private::WitEvent,
+                    ev: &$crate::__private::WitEvent,
                 ) -> ::core::result::Result<
                     ::std::vec::Vec<$crate::Destination>,
                     ::std::string::String,
@@ -288,7 +288,7 @@ pub mod __private {
     pub use crate::log::log_args;
     pub use bindings::Guest;
 
-    /// The generated event record, before it is wrapped in [`crate::Event`].
+    /// The generated event resource: a handle to the host's event.
     pub type WitEvent = bindings::Event;
 
     /// `init` for plugins without a configuration type.
@@ -307,13 +307,20 @@ pub mod __private {
         }
     }
 
-    /// Wraps the generated event and calls the plugin's route function.
+    /// Wraps the host's event and calls the plugin's route function.
     pub fn call_route<E: Display>(
-        ev: WitEvent,
-        route: impl FnOnce(&crate::Event) -> Result<Vec<crate::Destination>, E>,
+        ev: &WitEvent,
+        route: impl FnOnce(&crate::Event<'_>) -> Result<Vec<crate::Destination>, E>,
     ) -> Result<Vec<crate::Destination>, String> {
-        let ev = crate::Event::from_wit(ev);
-        route(&ev).map_err(|e| format!("{e:#}"))
+        run_route(&crate::Event::from_wit(ev), route)
+    }
+
+    /// Calls the route function, formatting its error with `{:#}` so causes are included.
+    pub fn run_route<E: Display>(
+        ev: &crate::Event<'_>,
+        route: impl FnOnce(&crate::Event<'_>) -> Result<Vec<crate::Destination>, E>,
+    ) -> Result<Vec<crate::Destination>, String> {
+        route(ev).map_err(|e| format!("{e:#}"))
     }
 
     /// Does nothing; referencing the glue from a `const _` keeps dead-code lints quiet natively.
@@ -371,10 +378,8 @@ mod tests {
                 }
             }
         }
-        let ev = crate::Event::from_envelope(r#"{"verb":"ADDED","event":{}}"#)
-            .unwrap()
-            .into_wit();
-        let err = call_route(ev, |_| Err::<Vec<crate::Destination>, _>(Chain)).unwrap_err();
+        let ev = crate::Event::from_envelope(r#"{"verb":"ADDED","event":{}}"#).unwrap();
+        let err = run_route(&ev, |_| Err::<Vec<crate::Destination>, _>(Chain)).unwrap_err();
         assert_eq!(err, "outer: inner");
     }
 }

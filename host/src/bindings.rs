@@ -6,13 +6,19 @@ wasmtime::component::bindgen!({
     world: "router",
     // Destinations are compared to de-duplicate the outputs of several plugins.
     additional_derives: [PartialEq],
+    // A plugin's `event` handle is the host's decoded event, shared by every plugin that routes it.
+    with: {
+        "fanout:router/types.event": crate::event::SharedEvent,
+    },
+    // A handle the plugin should not have is a trap, not a host panic.
+    imports: { default: trappable },
 });
 
 // The world `use`s `event`, `destination` and `log-level`, so those are already in scope here.
 pub use self::fanout::router::types::{Header, ObjectReference, SourceRecord, Verb};
 
 /// The `fanout:router` package version this host implements.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
 
 /// The name under which a component built against this package imports the shared types.
 pub const TYPES_INTERFACE: &str = "fanout:router/types";

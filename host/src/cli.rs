@@ -48,6 +48,9 @@ pub enum Command {
     Run(RunArgs),
     /// Run the real pipeline on an embedded Kafka, with generated events and live counts.
     Demo(DemoArgs),
+    /// Run the embedded Kafka (librdkafka's mock cluster) on its own, for local development and
+    /// tests: fanout processes can then be killed and restarted against the same broker.
+    MockBroker(MockBrokerArgs),
     /// Work with config files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -95,6 +98,10 @@ pub struct RunArgs {
     /// default 0.0.0.0:9090].
     #[arg(long)]
     pub http_listen: Option<String>,
+    /// Route with the built-in by-namespace function instead of plugins, as the old tool did:
+    /// no plugin directory, no hot reload. The baseline of `cargo bench --bench pipeline`.
+    #[arg(long, conflicts_with = "plugins")]
+    pub builtin_router: bool,
 }
 
 /// `fanout config`.
@@ -109,6 +116,21 @@ pub enum ConfigCommand {
 pub struct ConfigCheckArgs {
     /// The TOML config file.
     pub file: PathBuf,
+}
+
+/// `fanout mock-broker`.
+#[derive(Debug, Args)]
+pub struct MockBrokerArgs {
+    /// Brokers in the cluster, on 127.0.0.1 with ports chosen by the system.
+    #[arg(long, default_value_t = 1)]
+    pub brokers: i32,
+    /// A topic to create, NAME:PARTITIONS (the mock has no CreateTopics call); repeatable.
+    #[arg(long = "topic", value_name = "NAME:PARTITIONS")]
+    pub topics: Vec<String>,
+    /// Write the bootstrap servers to this file once the cluster is up (written to a temporary
+    /// name and renamed, so a reader never sees half of it).
+    #[arg(long)]
+    pub port_file: Option<PathBuf>,
 }
 
 /// `fanout demo`.
@@ -254,11 +276,49 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check(args),
         Command::Run(args) => run_service(args),
         Command::Demo(args) => demo(args),
+        Command::MockBroker(args) => mock_broker(args),
         Command::Config(ConfigCommand::Check(args)) => config_check(args),
     }
 }
 
+fn mock_broker(args: MockBrokerArgs) -> anyhow::Result<ExitCode> {
+    let mut topics = Vec::new();
+    for spec in &args.topics {
+        let parsed = spec
+            .rsplit_once(':')
+            .and_then(|(name, n)| Some((name, n.parse::<i32>().ok().filter(|n| *n > 0)?)));
+        let Some((name, partitions)) = parsed else {
+            eprintln!("error: --topic {spec}: expected NAME:PARTITIONS, e.g. cluster-events:8");
+            return Ok(ExitCode::from(2));
+        };
+        if let Err(e) = crate::policy::check_topic_name(name) {
+            eprintln!("error: --topic {spec}: {e}");
+            return Ok(ExitCode::from(2));
+        }
+        topics.push((name.to_owned(), partitions));
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    crate::signals::install(stop.clone())?;
+    let kafka = crate::demo::EmbeddedKafka::start(args.brokers)?;
+    for (name, partitions) in &topics {
+        kafka.create_topic(name, *partitions)?;
+    }
+    let bootstrap = kafka.bootstrap_servers();
+    if let Some(path) = &args.port_file {
+        let partial = path.with_extension("partial");
+        std::fs::write(&partial, format!("{bootstrap}\n"))
+            .and_then(|()| std::fs::rename(&partial, path))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!("mock Kafka cluster ({} brokers): {bootstrap}", args.brokers);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let builtin_router = args.builtin_router;
     let overrides = crate::config::Overrides {
         bootstrap_servers: args.bootstrap_servers,
         source_topic: args.source_topic,
@@ -299,7 +359,12 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         .transpose()?;
 
     let cache = CompileCache::configured(config.cache_dir.as_deref())?;
-    let routing = if !config.plugins_dir.exists()
+    let routing = if builtin_router {
+        ops.set_routing(crate::ops::RoutingState::Native);
+        crate::pipeline::Routing::Native(crate::native::NativeRouter::old_tool(
+            limits.output.clone(),
+        ))
+    } else if !config.plugins_dir.exists()
         && config.plugins_dir == std::path::Path::new(crate::config::DEFAULT_PLUGINS_DIR)
     {
         // A drop-in for the old tool: with only ENDPOINT and TOPIC set, route as it did.

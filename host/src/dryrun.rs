@@ -181,7 +181,7 @@ fn route_line(router: &mut Router, line_no: u64, raw: Vec<u8>) -> (LineResult, L
         key,
         headers: Vec::new(),
     };
-    let event = parsed.into_event(raw, source);
+    let event = std::sync::Arc::new(parsed.into_event(raw, source));
     match router.route(&event) {
         Outcome::Routed(destinations) => {
             let n = destinations.len();

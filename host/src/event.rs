@@ -1,13 +1,45 @@
-//! Decoding: EventRouter envelope bytes → the WIT `event` record.
+//! Decoding: EventRouter envelope bytes → the [`Event`] every router reads, and which plugins
+//! reach through their WIT `event` handle.
 //!
-//! The envelope is parsed exactly once, here, with serde_json. Only the fields the WIT record
-//! carries are extracted; everything else stays in `raw`, which plugins can parse lazily. A
+//! The envelope is parsed exactly once, here, with serde_json. Only the fields the WIT `event`
+//! offers are extracted; everything else stays in `raw`, which plugins can parse lazily. A
 //! decode failure is a typed value that becomes a `malformed-event` dead letter: nothing in this
 //! module panics on input, and serde_json's recursion limit bounds nesting.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 
-use crate::bindings::{Event, ObjectReference, SourceRecord, Verb};
+use crate::bindings::{ObjectReference, SourceRecord, Verb};
+
+/// One decoded event: the fields of the WIT `event` resource, plus the exact source bytes.
+///
+/// Strings absent from the JSON are empty, as in Kubernetes' Go types.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub verb: Verb,
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub involved_object: ObjectReference,
+    pub reason: String,
+    pub message: String,
+    pub event_type: String,
+    pub count: i32,
+    pub source_component: String,
+    pub source_host: String,
+    pub reporting_controller: String,
+    pub first_timestamp: Option<String>,
+    pub last_timestamp: Option<String>,
+    pub event_time: Option<String>,
+    /// The source record's value, unchanged: the whole envelope.
+    pub raw: Vec<u8>,
+    pub source: SourceRecord,
+}
+
+/// An event as it is routed: shared, read-only, by every plugin's `event` handle (each plugin
+/// instance has its own resource table, so the handle holds a reference, not a copy).
+pub type SharedEvent = Arc<Event>;
 
 /// Why an envelope could not be decoded. Its message is serde_json's, which names the line and
 /// column and what was expected.

@@ -1726,7 +1726,8 @@ mod tests {
 
     // --- Decoding with the host's own decoder, as the pipeline does. ---
 
-    use crate::bindings::{Event, SourceRecord, Verb};
+    use crate::bindings::{SourceRecord, Verb};
+    use crate::event::Event;
 
     fn parse(raw: &[u8]) -> Result<Event, String> {
         let parsed = crate::event::parse(raw).map_err(|e| e.to_string())?;

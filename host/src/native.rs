@@ -1,7 +1,8 @@
 //! The default plugin's logic as a native Rust function: the baseline the benchmarks measure
 //! `by-namespace.wasm` against. It must stay behaviourally identical to `plugins/by-namespace`.
 
-use crate::bindings::{Destination, Event};
+use crate::bindings::Destination;
+use crate::event::{Event, SharedEvent};
 
 /// Routes to `<prefix><namespace>`, forwarding the bytes unchanged and keeping the source key,
 /// falling back to `involvedObject.name`.
@@ -48,7 +49,7 @@ impl NativeRouter {
 }
 
 impl crate::plugin::RouteEvent for NativeRouter {
-    fn route(&mut self, event: &Event) -> crate::plugin::Outcome {
+    fn route(&mut self, event: &SharedEvent) -> crate::plugin::Outcome {
         use crate::deadletter::DeadLetterReason;
         use crate::plugin::Outcome;
         match by_namespace(event, &self.prefix) {

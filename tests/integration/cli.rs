@@ -1,7 +1,7 @@
 //! The `fanout` binary's own behaviour: `check`, standard input, plugin logs, exit codes.
 
 use std::io::Write as _;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use crate::support;
 
@@ -18,7 +18,7 @@ fn check_reports_world_exports_and_timings() {
         String::from_utf8_lossy(&output.stderr)
     );
     let text = String::from_utf8(output.stdout).unwrap();
-    assert!(text.contains("world:     fanout:router@0.1.0"), "{text}");
+    assert!(text.contains("world:     fanout:router@0.2.0"), "{text}");
     assert!(
         text.contains("exports:   init, route") || text.contains("exports:   route, init"),
         "{text}"
@@ -58,7 +58,7 @@ fn route_fails_clearly_when_a_plugin_cannot_be_used() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(
-        stderr.contains("future_version.wasm: built against fanout:router@0.2.0"),
+        stderr.contains("future_version.wasm: built against fanout:router@0.3.0"),
         "{stderr}"
     );
     assert!(
@@ -155,4 +155,79 @@ fn invalid_flags_are_refused() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--memory-limit-mib"));
+}
+
+#[test]
+fn mock_broker_outlives_its_clients_and_reports_its_address_in_the_port_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let port_file = dir.path().join("bootstrap");
+    let mut broker = support::fanout()
+        .args([
+            "mock-broker",
+            "--brokers",
+            "3",
+            "--topic",
+            "cluster-events:4",
+        ])
+        .arg("--port-file")
+        .arg(&port_file)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !port_file.exists() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no port file"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let bootstrap = std::fs::read_to_string(&port_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_eq!(bootstrap.split(',').count(), 3, "{bootstrap}");
+
+    // A client that is not ours sees the topic, writes to it, and a second one reads it back.
+    let metadata = Command::new("kcat")
+        .args(["-b", &bootstrap, "-L", "-t", "cluster-events"])
+        .output()
+        .expect("kcat is installed by `make setup`");
+    let listing = String::from_utf8_lossy(&metadata.stdout);
+    assert!(
+        listing.contains("topic \"cluster-events\" with 4 partitions"),
+        "{listing}"
+    );
+    let mut produce = Command::new("kcat")
+        .args(["-b", &bootstrap, "-P", "-t", "cluster-events", "-p", "0"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut produce.stdin.take().unwrap(), b"one\ntwo\n").unwrap();
+    assert!(produce.wait().unwrap().success());
+    let consume = Command::new("kcat")
+        .args(["-b", &bootstrap, "-C", "-t", "cluster-events", "-p", "0"])
+        .args(["-o", "beginning", "-e", "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&consume.stdout), "one\ntwo\n");
+
+    // SIGTERM stops it cleanly.
+    Command::new("kill")
+        .args(["-TERM", &broker.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(broker.wait().unwrap().success());
+
+    // A bad topic spec is refused with the spec named.
+    let refused = support::fanout()
+        .args(["mock-broker", "--topic", "cluster-events"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("--topic cluster-events: expected NAME:PARTITIONS"),
+        "{stderr}"
+    );
 }

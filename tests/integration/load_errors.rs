@@ -62,7 +62,7 @@ fn incompatible_wit_version_is_refused() {
     );
     assert!(
         message.contains(
-            "built against fanout:router@0.2.0, but this host implements fanout:router@0.1.0"
+            "built against fanout:router@0.3.0, but this host implements fanout:router@0.2.0"
         ),
         "{message}"
     );

@@ -2,6 +2,7 @@
 //! routing, at-least-once under faults, and dead letters with their headers.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
@@ -241,4 +242,54 @@ fn a_write_the_broker_refuses_for_good_dead_letters_its_event() {
             .load(std::sync::atomic::Ordering::Relaxed)
             > 0
     );
+}
+
+#[test]
+fn backpressure_bounds_events_in_flight_and_a_long_stall_pauses_then_recovers() {
+    let source = kafka::workload(6_000, 10);
+    let kafka = kafka::start_kafka(8, &source);
+    let bootstrap = kafka.bootstrap_servers();
+    kafka::produce(&bootstrap, SOURCE, &source);
+    let mut settings = kafka::settings(&bootstrap, "backpressure");
+    settings.max_in_flight = 200;
+    let pipeline = RunningPipeline::start(settings, kafka::by_namespace_routing());
+
+    // Sample the in-flight gauge while it routes, then hold every write back for longer than
+    // the 10 s the pipeline waits at the limit before it pauses its partitions.
+    let sample = |until: &dyn Fn() -> bool| {
+        let mut peak = 0;
+        while !until() {
+            peak = peak.max(pipeline.stats.in_flight.load(Ordering::Relaxed));
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        peak
+    };
+    let acknowledged = || pipeline.stats.acknowledged.load(Ordering::Relaxed);
+    let peak = sample(&|| acknowledged() >= 2_000);
+    let errors = vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 5_000];
+    kafka
+        .cluster()
+        .request_errors(RDKafkaApiKey::Produce, &errors);
+    let stalled = std::time::Instant::now();
+    let stall_peak = sample(&|| stalled.elapsed() > Duration::from_secs(13));
+    assert_eq!(
+        pipeline.stats.pauses.load(Ordering::Relaxed),
+        1,
+        "a stall past 10 s pauses the partitions, once"
+    );
+    kafka.cluster().clear_request_errors(RDKafkaApiKey::Produce);
+    let final_peak = sample(&|| acknowledged() >= source.len() as u64);
+    assert!(
+        peak.max(stall_peak).max(final_peak) <= 200,
+        "in flight peaked at {} > max_in_flight 200",
+        peak.max(stall_peak).max(final_peak)
+    );
+    pipeline.stop();
+    let received = kafka::read_all(
+        &bootstrap,
+        &kafka::output_topics(&source),
+        source.len(),
+        Duration::from_secs(60),
+    );
+    kafka::reconcile(&source, &received);
 }

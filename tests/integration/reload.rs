@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fanout::bindings::Event;
+use fanout::event::SharedEvent;
 use fanout::plugin::{Outcome, PluginEngine, PluginSet, RouteEvent as _};
 use fanout::reload::{LiveRouter, LiveSet, Reloader, RollbackPolicy, WatchSettings, scan};
 
@@ -108,9 +108,9 @@ pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
 }
 
 /// The first fixture event (namespace `checkout`), at source offset `offset`.
-fn event(offset: i64) -> Event {
+fn event(offset: i64) -> SharedEvent {
     let mut event = support::event(&support::lines("events/eventrouter.jsonl")[0]);
-    event.source.offset = offset;
+    Arc::make_mut(&mut event).source.offset = offset;
     event
 }
 

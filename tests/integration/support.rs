@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
-use fanout::bindings::{Event, SourceRecord};
+use fanout::bindings::SourceRecord;
+use fanout::event::SharedEvent;
 use fanout::plugin::{CompileCache, PluginEngine, PluginSet, Router, RuntimeLimits};
 
 /// The workspace root.
@@ -21,7 +22,13 @@ pub fn fixture(path: &str) -> PathBuf {
 }
 
 /// Plugin crates built for every test run: (cargo package, output file name).
-const WORKSPACE_PLUGINS: &[&str] = &["by-namespace", "alerts", "hostile", "wrong-world"];
+const WORKSPACE_PLUGINS: &[&str] = &[
+    "by-namespace",
+    "alerts",
+    "archive",
+    "hostile",
+    "wrong-world",
+];
 
 /// Builds every plugin crate for wasm32-wasip2 (release, as users do) and returns the directory
 /// holding the `.wasm` files. Runs once per test process; cargo makes repeat runs cheap. A
@@ -106,7 +113,7 @@ pub fn router(engine: &PluginEngine, plugins: &[&str], configs: &[(&str, &str)])
 }
 
 /// Decodes one envelope as the pipeline would, with EventRouter's key.
-pub fn event(raw: &[u8]) -> Event {
+pub fn event(raw: &[u8]) -> SharedEvent {
     let parsed =
         fanout::event::parse(raw).unwrap_or_else(|e| panic!("fixture does not decode: {e}"));
     let key = Some(parsed.involved_object_name().as_bytes().to_vec()).filter(|k| !k.is_empty());
@@ -118,7 +125,7 @@ pub fn event(raw: &[u8]) -> Event {
         key,
         headers: vec![],
     };
-    parsed.into_event(raw.to_vec(), source)
+    Arc::new(parsed.into_event(raw.to_vec(), source))
 }
 
 /// The lines of a fixture file, as bytes (some are deliberately not UTF-8).

@@ -223,6 +223,9 @@ fn send_or_schedule(
         if let Some(headers) = record.owned_headers() {
             base = base.headers(headers);
         }
+        if let Some(timestamp_ms) = event.timestamp_ms {
+            base = base.timestamp(timestamp_ms);
+        }
         match producer.send(base) {
             Ok(()) => return,
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {

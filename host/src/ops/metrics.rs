@@ -139,7 +139,7 @@ impl Collector for Snapshot {
         counter(
             e,
             "fanout_consumer_pauses",
-            "Times the consumer paused at max_in_flight",
+            "Times the consumer paused its partitions after staying at max_in_flight for 10 s",
             load(&stats.pauses),
         )?;
         counter(

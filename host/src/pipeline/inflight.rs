@@ -31,6 +31,10 @@ pub struct InFlightEvent {
     pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
+    /// The source record's timestamp, which every write keeps: a routed record is stamped with
+    /// when the event happened (as EventRouter recorded it), not when fanout forwarded it, so
+    /// time-based retention and lookups downstream see the same time as the source topic.
+    pub timestamp_ms: Option<i64>,
     /// The source record's key and value, for a dead-letter record.
     pub key: Option<Vec<u8>>,
     pub raw: Vec<u8>,
@@ -48,6 +52,7 @@ impl InFlightEvent {
         topic: Arc<str>,
         partition: i32,
         offset: i64,
+        timestamp_ms: Option<i64>,
         key: Option<Vec<u8>>,
         raw: Vec<u8>,
         lineage: Arc<str>,
@@ -63,6 +68,7 @@ impl InFlightEvent {
             topic,
             partition,
             offset,
+            timestamp_ms,
             key,
             raw,
             lineage,

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender};
 
-use crate::bindings::{Event, Header, SourceRecord};
+use crate::bindings::{Header, SourceRecord};
 use crate::deadletter::DeadLetterReason;
 use crate::event;
+use crate::event::Event;
 use crate::kafka::producer::{OutRecord, Producer};
 use crate::pipeline::inflight::InFlightEvent;
 use crate::plugin::{Outcome, RouteEvent};
@@ -88,9 +89,11 @@ fn route_one(router: &mut dyn RouteEvent, shared: &WorkerShared, item: WorkItem)
                 key,
                 headers,
             };
-            let event = parsed.into_event(value, source);
+            let event = std::sync::Arc::new(parsed.into_event(value, source));
             let outcome = router.route(&event);
-            let Event { raw, source, .. } = event;
+            // Every plugin's handle is gone after the call, so this is the only reference.
+            let Event { raw, source, .. } =
+                std::sync::Arc::try_unwrap(event).unwrap_or_else(|shared| (*shared).clone());
             (outcome, source.key, raw)
         }
     };
@@ -99,6 +102,7 @@ fn route_one(router: &mut dyn RouteEvent, shared: &WorkerShared, item: WorkItem)
             shared.source_topic.clone(),
             partition,
             offset,
+            timestamp_ms,
             key,
             raw,
             // After `route`, the version that routed this event (a swap may just have happened).

@@ -6,12 +6,14 @@
 use std::sync::Arc;
 
 use wasmtime::ResourceLimiter;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::bindings::{LogLevel, RouterImports};
+use crate::bindings::fanout::router::types;
+use crate::bindings::{LogLevel, ObjectReference, RouterImports, SourceRecord, Verb};
+use crate::event::SharedEvent;
 
 /// Longest single log line kept from a plugin; longer lines are cut.
 const MAX_LOG_LINE: usize = 4096;
@@ -19,7 +21,8 @@ const MAX_LOG_LINE: usize = 4096;
 /// The data of one plugin instance's store.
 pub struct HostState {
     wasi: WasiCtx,
-    table: ResourceTable,
+    /// WASI's resources and the `event` handle of the call in progress.
+    pub(super) table: ResourceTable,
     pub(super) limiter: MemoryLimiter,
     log: LogBudget,
 }
@@ -77,13 +80,101 @@ impl WasiView for HostState {
 }
 
 impl RouterImports for HostState {
-    fn log(&mut self, level: LogLevel, message: String) {
+    fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
         self.log.emit(Some(level), "log", message.as_bytes());
+        Ok(())
     }
 }
 
-// The shared types interface has no functions to implement.
-impl crate::bindings::fanout::router::types::Host for HostState {}
+impl types::Host for HostState {}
+
+/// The `event` handle: each method copies one field of the host's event into the plugin.
+impl types::HostEvent for HostState {
+    fn verb(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<Verb> {
+        Ok(self.table.get(&ev)?.verb)
+    }
+
+    fn name(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&ev)?.name.clone())
+    }
+
+    fn namespace(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&ev)?.namespace.clone())
+    }
+
+    fn uid(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&ev)?.uid.clone())
+    }
+
+    fn involved_object(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<ObjectReference> {
+        Ok(self.table.get(&ev)?.involved_object.clone())
+    }
+
+    fn reason(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&ev)?.reason.clone())
+    }
+
+    fn message(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&ev)?.message.clone())
+    }
+
+    fn event_type(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&ev)?.event_type.clone())
+    }
+
+    fn count(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<i32> {
+        Ok(self.table.get(&ev)?.count)
+    }
+
+    fn source_component(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&ev)?.source_component.clone())
+    }
+
+    fn source_host(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&ev)?.source_host.clone())
+    }
+
+    fn reporting_controller(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&ev)?.reporting_controller.clone())
+    }
+
+    fn first_timestamp(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<Option<String>> {
+        Ok(self.table.get(&ev)?.first_timestamp.clone())
+    }
+
+    fn last_timestamp(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<Option<String>> {
+        Ok(self.table.get(&ev)?.last_timestamp.clone())
+    }
+
+    fn event_time(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<Option<String>> {
+        Ok(self.table.get(&ev)?.event_time.clone())
+    }
+
+    fn raw(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<Vec<u8>> {
+        Ok(self.table.get(&ev)?.raw.clone())
+    }
+
+    fn raw_len(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<u32> {
+        Ok(u32::try_from(self.table.get(&ev)?.raw.len()).unwrap_or(u32::MAX))
+    }
+
+    fn source(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<SourceRecord> {
+        Ok(self.table.get(&ev)?.source.clone())
+    }
+
+    fn source_key(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.table.get(&ev)?.source.key.clone())
+    }
+
+    fn drop(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<()> {
+        // Plugins only ever borrow an event; the host owns and deletes it after each call.
+        debug_assert!(
+            ev.owned(),
+            "a borrowed handle is never dropped by the guest"
+        );
+        Ok(())
+    }
+}
 
 /// Caps linear memory and tables, and remembers a refusal so a resulting trap can be reported
 /// as "memory limit exceeded" rather than as whatever the guest's allocator did next.

@@ -20,6 +20,8 @@ use super::cache::{self, CacheOutcome};
 use super::engine::PluginEngine;
 use super::host::HostState;
 use crate::bindings::{self, Router, RouterPre};
+use crate::event::SharedEvent;
+use wasmtime::component::Resource;
 
 /// Largest plugin file read, and largest component after decompression.
 pub const MAX_WASM_BYTES: u64 = 64 << 20;
@@ -407,6 +409,20 @@ impl Instance {
             Err(trap) => Err(StartError::Trap(trap)),
         }
     }
+
+    /// Calls the plugin's `route` with a handle to `event`. The handle lives in this instance's
+    /// resource table for the duration of the call only.
+    pub fn call_route(
+        &mut self,
+        event: &SharedEvent,
+    ) -> wasmtime::Result<Result<Vec<bindings::Destination>, String>> {
+        let handle = self.store.data_mut().table.push(event.clone())?;
+        let borrowed = Resource::new_borrow(handle.rep());
+        let result = self.bindings.call_route(&mut self.store, borrowed);
+        // After a trap the instance is dropped with its table, so the entry goes either way.
+        self.store.data_mut().table.delete(handle)?;
+        result
+    }
 }
 
 fn check_header(wasm: &[u8]) -> Result<(), LoadProblem> {
@@ -426,8 +442,11 @@ fn check_world(
     component: &Component,
 ) -> Result<(String, Vec<String>, Vec<String>), LoadProblem> {
     let ty = component.component_type();
+    // Type imports are not capabilities: the world's `use types.{event}` shows up as an import
+    // of the resource type `event`, which the linker satisfies through `fanout:router/types`.
     let imports: Vec<String> = ty
         .imports(engine.engine())
+        .filter(|(_, item)| !matches!(item.ty, ComponentItem::Resource(_) | ComponentItem::Type(_)))
         .map(|(n, _)| n.to_owned())
         .collect();
     let exports: Vec<(String, bool)> = ty
@@ -564,9 +583,10 @@ mod tests {
 
     #[test]
     fn wit_versions() {
-        assert!(wit_compatible("0.1.0"));
-        assert!(wit_compatible("0.1.7"));
-        assert!(!wit_compatible("0.2.0"));
+        assert!(wit_compatible("0.2.0"));
+        assert!(wit_compatible("0.2.7"));
+        assert!(!wit_compatible("0.1.0"));
+        assert!(!wit_compatible("0.3.0"));
         assert!(!wit_compatible("1.1.0"));
         assert!(!wit_compatible("garbage"));
     }

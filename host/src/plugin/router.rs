@@ -12,8 +12,9 @@ use wasmtime::Trap;
 use super::engine::PluginEngine;
 use super::load::{Instance, StartError};
 use super::set::SharedSet;
-use crate::bindings::{Destination, Event};
+use crate::bindings::Destination;
 use crate::deadletter::DeadLetterReason;
+use crate::event::SharedEvent;
 
 /// What happens to one event.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,7 +33,7 @@ pub enum Outcome {
 /// Anything that decides an event's outcome on a routing thread: the plugin runtime, or a native
 /// function for comparison.
 pub trait RouteEvent: Send {
-    fn route(&mut self, event: &Event) -> Outcome;
+    fn route(&mut self, event: &SharedEvent) -> Outcome;
 
     /// The version of the routing logic that decided the last event: the plugin set's version,
     /// which every record written for the event carries as its lineage.
@@ -40,7 +41,7 @@ pub trait RouteEvent: Send {
 }
 
 impl RouteEvent for Router {
-    fn route(&mut self, event: &Event) -> Outcome {
+    fn route(&mut self, event: &SharedEvent) -> Outcome {
         Router::route(self, event)
     }
 
@@ -89,7 +90,7 @@ impl Router {
     /// and de-duplicated. The event is all-or-nothing: if any plugin fails, or the combined
     /// output breaks the policy, the whole event is dead-lettered and nothing is written, so
     /// every source offset has exactly one outcome.
-    pub fn route(&mut self, event: &Event) -> Outcome {
+    pub fn route(&mut self, event: &SharedEvent) -> Outcome {
         let limits = self.engine.limits();
         let mut all: Vec<Destination> = Vec::new();
         for (index, plugin) in self.set.plugins().iter().enumerate() {
@@ -116,7 +117,7 @@ impl Router {
             let started = self.latency[index]
                 .as_ref()
                 .map(|_| std::time::Instant::now());
-            let result = instance.bindings.call_route(&mut instance.store, event);
+            let result = instance.call_route(event);
             if let (Some(histogram), Some(started)) = (&self.latency[index], started) {
                 histogram.observe(started.elapsed().as_secs_f64());
             }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use crate::bindings::Event;
+use crate::event::SharedEvent;
 use crate::lock;
 use crate::ops::metrics::PluginLatency;
 use crate::plugin::{Outcome, PluginEngine, PluginSet, RouteEvent, Router, SharedSet};
@@ -442,7 +442,7 @@ fn make_router(engine: &PluginEngine, active: &Active, latency: Option<&PluginLa
 }
 
 impl RouteEvent for LiveRouter {
-    fn route(&mut self, event: &Event) -> Outcome {
+    fn route(&mut self, event: &SharedEvent) -> Outcome {
         if self.live.generation() != self.active.generation {
             self.active = self.live.current();
             // Instances of the old set are dropped here; the new set's start on first use.

@@ -164,7 +164,7 @@ mod tests {
         "old_event": {"count": 4}
     }"#;
 
-    fn event(json: &str) -> Event {
+    fn event(json: &str) -> Event<'static> {
         Event::from_envelope(json).unwrap()
     }
 

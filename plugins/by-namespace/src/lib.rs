@@ -59,10 +59,13 @@ fn route(ev: &Event, config: &Config) -> Result<Vec<Destination>, String> {
         );
     }
     let mut destination = Destination::to(format!("{}{namespace}", config.prefix));
-    // No key on the destination keeps the source key; only fill in a missing one.
-    let name = &ev.involved_object().name;
-    if ev.source_key().is_none() && !name.is_empty() {
-        destination = destination.key(name.as_str());
+    // No key on the destination keeps the source key; only fill in a missing one. (The involved
+    // object is read only then: each field read is a call into the host.)
+    if ev.source_key().is_none() {
+        let name = &ev.involved_object().name;
+        if !name.is_empty() {
+            destination = destination.key(name.as_str());
+        }
     }
     Ok(vec![destination])
 }
@@ -73,7 +76,7 @@ fanout_sdk::export!(route, config: Config);
 mod tests {
     use super::*;
 
-    fn event(namespace: &str, object_name: &str) -> Event {
+    fn event(namespace: &str, object_name: &str) -> Event<'static> {
         Event::from_envelope(format!(
             r#"{{"verb":"ADDED","event":{{"metadata":{{"name":"x.1","namespace":"{namespace}"}},
                 "involvedObject":{{"kind":"Pod","name":"{object_name}"}},"reason":"Started"}}}}"#
