@@ -33,6 +33,9 @@ pub enum DeadLetterReason {
     },
     /// A destination topic is legal but not allowed by policy (for example an internal `__` topic).
     TopicDenied { topic: String, rule: String },
+    /// A destination sets a header the host reserves: the lineage header, which must name the
+    /// routing that really decided the event.
+    ReservedHeader { topic: String, header: String },
     /// One destination record is larger than the configured limit.
     RecordTooLarge {
         topic: String,
@@ -56,6 +59,7 @@ impl DeadLetterReason {
             Self::TooManyDestinations { .. } => "too-many-destinations",
             Self::InvalidTopic { .. } => "invalid-topic",
             Self::TopicDenied { .. } => "topic-denied",
+            Self::ReservedHeader { .. } => "reserved-header",
             Self::RecordTooLarge { .. } => "record-too-large",
             Self::ProduceFailed { .. } => "produce-failed",
         }
@@ -92,6 +96,13 @@ impl fmt::Display for DeadLetterReason {
                 write!(f, "topic {:?} {problem}", shorten(topic))
             }
             Self::TopicDenied { topic, rule } => write!(f, "topic {:?} {rule}", shorten(topic)),
+            Self::ReservedHeader { topic, header } => write!(
+                f,
+                "the record for topic {:?} sets header {:?}, which fanout reserves for the \
+                 plugin set's version",
+                shorten(topic),
+                shorten(header)
+            ),
             Self::RecordTooLarge {
                 topic,
                 bytes,

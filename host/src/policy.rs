@@ -6,6 +6,7 @@
 use crate::bindings::Destination;
 use crate::config::Glob;
 use crate::deadletter::DeadLetterReason;
+use crate::pipeline::inflight::headers;
 
 /// Kafka's own limit on a topic name's length.
 pub const MAX_TOPIC_LEN: usize = 249;
@@ -62,6 +63,14 @@ impl OutputPolicy {
                     topic: d.topic.clone(),
                     rule,
                 })?;
+            // The lineage header names the routing that really decided the event; a forged one
+            // would point an investigation at the wrong release.
+            if let Some(h) = d.headers.iter().find(|h| h.key == headers::PLUGIN_SET) {
+                return Err(DeadLetterReason::ReservedHeader {
+                    topic: d.topic.clone(),
+                    header: h.key.clone(),
+                });
+            }
             let bytes = record_size(d, raw_len);
             if bytes > self.max_record_bytes {
                 return Err(DeadLetterReason::RecordTooLarge {
@@ -214,5 +223,17 @@ mod tests {
             policy.check(&[d], 1).unwrap_err().kind(),
             "record-too-large"
         );
+    }
+
+    #[test]
+    fn plugins_cannot_set_the_lineage_header() {
+        let mut d = to("a");
+        d.headers.push(Header {
+            key: "fanout-plugin-set".into(),
+            value: Some(b"forged".to_vec()),
+        });
+        let err = OutputPolicy::default().check(&[d], 1).unwrap_err();
+        assert_eq!(err.kind(), "reserved-header");
+        assert!(err.to_string().contains("\"fanout-plugin-set\""), "{err}");
     }
 }
