@@ -45,6 +45,9 @@ if $dry_run; then
   kubectl create configmap "$name" --namespace "$namespace" "$@" \
     --dry-run=client -o "${OUTPUT:-yaml}"
 else
+  # Server-side apply: a client-side `kubectl apply` also copies the whole ConfigMap into the
+  # last-applied-configuration annotation, which is capped at 256 KiB, so it would refuse any
+  # plugin set over about 190 KB with "metadata.annotations: Too long".
   kubectl create configmap "$name" --namespace "$namespace" "$@" \
-    --dry-run=client -o yaml | kubectl apply -f -
+    --dry-run=client -o yaml | kubectl apply --server-side --force-conflicts --field-manager=fanout-plugins -f -
 fi

@@ -228,6 +228,14 @@ impl<'h> Event<'h> {
         self.field(&self.fields.raw, WitEvent::raw).as_slice()
     }
 
+    /// The length of [`raw`](Event::raw) in bytes, without copying it.
+    pub fn raw_len(&self) -> usize {
+        match (self.handle, self.fields.raw.get()) {
+            (Some(handle), None) => handle.raw_len() as usize,
+            _ => self.raw().len(),
+        }
+    }
+
     /// The Kafka record the event came from: topic, partition, offset, timestamp, key, headers.
     pub fn source(&self) -> &SourceRecord {
         self.field(&self.fields.source, WitEvent::source)
@@ -577,6 +585,7 @@ mod tests {
         assert_eq!(ev.last_timestamp(), None);
         assert_eq!(ev.event_time(), Some("2024-05-01T10:00:00.123456Z"));
         assert_eq!(ev.raw(), FULL.as_bytes());
+        assert_eq!(ev.raw_len(), FULL.len());
         assert_eq!(ev.source().topic, "cluster-events");
         assert_eq!(ev.source_key(), None);
     }

@@ -2,7 +2,7 @@
 //! takes. This is the only place that knows about flags and environment variables.
 
 use std::io::BufRead;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,6 +48,8 @@ pub enum Command {
     Run(RunArgs),
     /// Run the real pipeline on an embedded Kafka, with generated events and live counts.
     Demo(DemoArgs),
+    /// Create a new plugin project that builds, tests and routes out of the box.
+    New(NewArgs),
     /// Run the embedded Kafka (librdkafka's mock cluster) on its own, for local development and
     /// tests: fanout processes can then be killed and restarted against the same broker.
     MockBroker(MockBrokerArgs),
@@ -116,6 +118,30 @@ pub enum ConfigCommand {
 pub struct ConfigCheckArgs {
     /// The TOML config file.
     pub file: PathBuf,
+}
+
+/// `fanout new`.
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The plugin's name: a crate name, `[a-z][a-z0-9_-]*`.
+    pub name: String,
+    /// The language of the project. Rust is the one with an SDK; for Python, see
+    /// plugins/python-warnings in the fanout repository.
+    #[arg(long, value_enum, default_value_t = Lang::Rust)]
+    pub lang: Lang,
+    /// Where to create the project directory `<NAME>`.
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// The fanout-sdk crate to depend on [default: the guest-sdk of the checkout this fanout
+    /// was built from].
+    #[arg(long)]
+    pub sdk: Option<PathBuf>,
+}
+
+/// A plugin project's language.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Lang {
+    Rust,
 }
 
 /// `fanout mock-broker`.
@@ -277,8 +303,29 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run_service(args),
         Command::Demo(args) => demo(args),
         Command::MockBroker(args) => mock_broker(args),
+        Command::New(args) => new_plugin(args),
         Command::Config(ConfigCommand::Check(args)) => config_check(args),
     }
+}
+
+fn new_plugin(args: NewArgs) -> anyhow::Result<ExitCode> {
+    let Lang::Rust = args.lang;
+    if let Err(e) = crate::scaffold::check_name(&args.name) {
+        eprintln!("error: invalid plugin name: {e}");
+        return Ok(ExitCode::from(2));
+    }
+    let sdk = args
+        .sdk
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk"));
+    let dir = crate::scaffold::create(&crate::scaffold::NewPlugin {
+        name: args.name.clone(),
+        parent: args.dir,
+        sdk,
+        fanout: std::env::current_exe().context("finding this fanout binary")?,
+    })?;
+    println!("created {}", dir.display());
+    println!("  cd {} && cargo test", dir.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn mock_broker(args: MockBrokerArgs) -> anyhow::Result<ExitCode> {
@@ -568,6 +615,14 @@ fn print_check(plugin: &Plugin, uncached: Duration) {
         plugin.wit_version(),
         bindings::WIT_VERSION
     );
+    if crate::plugin::load::wit_older(plugin.wit_version()) {
+        println!(
+            "warning:   built against an older fanout:router ({}) than this host's ({}); it \
+             loads, but rebuild with the current fanout-sdk to use what the newer version adds",
+            plugin.wit_version(),
+            bindings::WIT_VERSION
+        );
+    }
     println!("exports:   {}", plugin.exports().join(", "));
     println!("imports:   {}", plugin.imports().join(", "));
     let load = match plugin.timing.cache {

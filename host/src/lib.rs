@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod plugin;
 pub mod policy;
 pub mod reload;
+pub mod scaffold;
 pub mod signals;
 pub mod stats;
 

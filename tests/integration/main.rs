@@ -4,6 +4,7 @@
 mod alerts;
 mod atomic_writer;
 mod atomic_writer_tests;
+mod authoring;
 mod by_namespace;
 mod cache;
 mod cli;

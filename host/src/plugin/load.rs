@@ -503,21 +503,48 @@ fn check_world(
     ))
 }
 
-/// Semver compatibility with [`bindings::WIT_VERSION`]: for 0.x the minor version must match,
-/// from 1.0 the major version must match and the plugin's minor must not be newer.
-pub fn wit_compatible(found: &str) -> bool {
-    let parse = |v: &str| -> Option<(u64, u64)> {
-        let mut parts = v.split(['.', '-', '+']);
-        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
-    };
-    let (Some((maj, min)), Some((our_maj, our_min))) = (parse(found), parse(bindings::WIT_VERSION))
-    else {
-        return false;
-    };
+/// A `fanout:router` version as (major, minor, patch); a missing patch is 0.
+fn parse_wit_version(v: &str) -> Option<(u64, u64, u64)> {
+    let mut parts = v.split(['.', '-', '+']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    let patch = parts.next().map_or(Some(0), |p| p.parse().ok())?;
+    Some((major, minor, patch))
+}
+
+/// Semver compatibility of a plugin's version with the host's: for 0.x the minor version must
+/// match, from 1.0 the major version must match and the plugin's minor must not be newer.
+fn wit_compatible_with(
+    (maj, min, _): (u64, u64, u64),
+    (our_maj, our_min, _): (u64, u64, u64),
+) -> bool {
     if our_maj == 0 {
         maj == 0 && min == our_min
     } else {
         maj == our_maj && min <= our_min
+    }
+}
+
+/// Semver compatibility with [`bindings::WIT_VERSION`].
+pub fn wit_compatible(found: &str) -> bool {
+    match (
+        parse_wit_version(found),
+        parse_wit_version(bindings::WIT_VERSION),
+    ) {
+        (Some(found), Some(ours)) => wit_compatible_with(found, ours),
+        _ => false,
+    }
+}
+
+/// Whether a compatible plugin was built against an older `fanout:router` than this host's, so
+/// the newer items of the host's version are not available to it (`fanout check` warns).
+pub fn wit_older(found: &str) -> bool {
+    match (
+        parse_wit_version(found),
+        parse_wit_version(bindings::WIT_VERSION),
+    ) {
+        (Some(found), Some(ours)) => wit_compatible_with(found, ours) && found < ours,
+        _ => false,
     }
 }
 
@@ -589,5 +616,19 @@ mod tests {
         assert!(!wit_compatible("0.3.0"));
         assert!(!wit_compatible("1.1.0"));
         assert!(!wit_compatible("garbage"));
+        assert!(!wit_older("0.2.0"), "the host's own version");
+        assert!(
+            !wit_older("0.3.0") && !wit_older("0.1.9"),
+            "incompatible, not older"
+        );
+        assert!(wit_compatible_with((0, 2, 0), (0, 2, 1)) && (0, 2, 0) < (0, 2, 1));
+        assert!(
+            wit_compatible_with((1, 1, 0), (1, 3, 0)),
+            "from 1.0 an older minor loads"
+        );
+        assert!(
+            !wit_compatible_with((1, 4, 0), (1, 3, 0)),
+            "but not a newer one"
+        );
     }
 }
