@@ -663,6 +663,10 @@ impl Observer {
             move || {
                 let mut seen: BTreeMap<String, u64> = BTreeMap::new();
                 let mut latencies = Vec::new();
+                // For investigating the latency tail: FANOUT_BENCH_LATENCY_DUMP=FILE writes one
+                // line per measured record: produced (ms), received (ms), topic, partition.
+                let mut dump = std::env::var_os("FANOUT_BENCH_LATENCY_DUMP")
+                    .map(|path| std::io::BufWriter::new(std::fs::File::create(path).unwrap()));
                 while !stop.load(Ordering::Relaxed) {
                     let Some(message) = consumer.poll(Duration::from_millis(50)) else {
                         continue;
@@ -672,15 +676,26 @@ impl Observer {
                     let topic = message.topic();
                     *seen.entry(topic.to_owned()).or_insert(0) += 1;
                     if namespaces.contains(topic) {
-                        if let Some(ts) = message.timestamp().to_millis()
-                            && ts >= measure_from_ms.load(Ordering::Relaxed)
-                        {
-                            latencies.push(now_ms - ts as f64);
+                        if let Some(ts) = message.timestamp().to_millis() {
+                            latencies.push((ts, now_ms - ts as f64));
+                            if let Some(dump) = dump.as_mut() {
+                                use std::io::Write as _;
+                                let partition = message.partition();
+                                writeln!(dump, "{ts} {now_ms:.0} {topic} {partition}").unwrap();
+                            }
                         }
                         events_out.fetch_add(1, Ordering::Relaxed);
                     }
                     records_out.fetch_add(1, Ordering::Relaxed);
                 }
+                // Only now is the end of the warm-up known for certain: its records were
+                // received before the feeder set `measure_from_ms`.
+                let from = measure_from_ms.load(Ordering::Relaxed);
+                let latencies = latencies
+                    .into_iter()
+                    .filter(|&(ts, _)| ts >= from)
+                    .map(|(_, latency)| latency)
+                    .collect();
                 (seen, latencies)
             }
         });
