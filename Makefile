@@ -7,7 +7,7 @@ CARGO ?= cargo
 PLUGIN_TARGET_DIR := target/plugins
 PLUGIN_OUT := $(PLUGIN_TARGET_DIR)/wasm32-wasip2/release
 
-.PHONY: setup plugins demo test lint validate-deploy bench
+.PHONY: setup setup-cargo-component plugins demo test lint validate-deploy bench
 
 # Everything a fresh machine lacks. Idempotent and quick when already done.
 # Debian packages: kcat, a Kafka client that is not ours, which the tests use on both ends;
@@ -15,17 +15,20 @@ PLUGIN_OUT := $(PLUGIN_TARGET_DIR)/wasm32-wasip2/release
 # cluster); libssl-dev and pkg-config, for librdkafka's TLS and SCRAM support;
 # python3-confluent-kafka, the Python fanout the pipeline benchmark compares against.
 DEBIAN_PACKAGES := kcat kubectl libssl-dev pkg-config python3-confluent-kafka
-# cargo-component: the second way users build plugins (`cargo component build`), tested in CI;
-# it builds for wasm32-wasip1 and adapts the module to a component. Installing it compiles it
-# (about 7 minutes on 2 cores), once.
-CARGO_COMPONENT_VERSION := 0.21.1
 setup:
-	rustup target add wasm32-wasip2 wasm32-wasip1
+	rustup target add wasm32-wasip2
 	rustup component add rustfmt clippy
-	cargo component --version 2>/dev/null | grep -q "cargo-component $(CARGO_COMPONENT_VERSION)" \
-		|| $(CARGO) install cargo-component --locked --version $(CARGO_COMPONENT_VERSION)
 	missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
+# cargo-component: the second way users build plugins (`cargo component build`), which the
+# tests exercise; it builds for wasm32-wasip1 and adapts the module to a component. Installing
+# it compiles it (7-10 minutes on 2 cores), once, so only `make test` asks for it, not the demo.
+CARGO_COMPONENT_VERSION := 0.21.1
+setup-cargo-component: setup
+	rustup target add wasm32-wasip1
+	cargo component --version 2>/dev/null | grep -q "cargo-component $(CARGO_COMPONENT_VERSION)" \
+		|| $(CARGO) install cargo-component --locked --version $(CARGO_COMPONENT_VERSION)
 
 # The example plugins, built the way users build theirs.
 plugins: setup
@@ -51,7 +54,7 @@ validate-deploy:
 
 # The pipeline benchmark's CI setting (20k events, every contender, every record checked) runs
 # under `cargo test`, which builds it without `--bench`.
-test: lint validate-deploy
+test: lint validate-deploy setup-cargo-component
 	$(CARGO) test --workspace
 	$(CARGO) test -p fanout --bench pipeline
 
