@@ -27,7 +27,7 @@ setup:
 CARGO_COMPONENT_VERSION := 0.21.1
 setup-cargo-component: setup
 	rustup target add wasm32-wasip1
-	cargo component --version 2>/dev/null | grep -q "cargo-component $(CARGO_COMPONENT_VERSION)" \
+	cargo-component --version 2>/dev/null | grep -qx "cargo-component $(CARGO_COMPONENT_VERSION)" \
 		|| $(CARGO) install cargo-component --locked --version $(CARGO_COMPONENT_VERSION)
 
 # The example plugins, built the way users build theirs.
