@@ -9,24 +9,11 @@ use crate::support;
 
 /// Routes the fixtures with `fanout route` and returns one JSON result per input line.
 fn route_fixtures(wasm: &Path) -> Vec<serde_json::Value> {
-    let output = support::fanout()
-        .arg("route")
-        .arg("--plugins")
-        .arg(wasm)
-        .arg("--input")
-        .arg(support::fixture("events/eventrouter.jsonl"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    let wasm = wasm.to_str().expect("a UTF-8 path");
+    crate::by_namespace::route(
+        &["--plugins", wasm],
+        &support::fixture("events/eventrouter.jsonl"),
+    )
 }
 
 fn fixture_events() -> Vec<serde_json::Value> {
