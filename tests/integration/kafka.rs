@@ -142,6 +142,12 @@ pub fn produce(bootstrap: &str, topic: &str, records: &[SourceRecord]) {
     producer.flush(Duration::from_secs(60)).unwrap();
 }
 
+/// Reads back every destination topic of `source` (its namespaces and the dead-letter topic)
+/// until `source.len()` records have come and the topics stay quiet.
+pub fn read_outputs(bootstrap: &str, source: &[SourceRecord], timeout: Duration) -> Vec<Received> {
+    read_all(bootstrap, &output_topics(source), source.len(), timeout)
+}
+
 /// Reads every record of `topics` from the beginning until `want` records are read and no more
 /// arrive for a short while, or until `timeout`.
 pub fn read_all(

@@ -137,12 +137,7 @@ fn no_loss_with_produce_errors_and_a_broker_down_and_up() {
     pipeline.wait_acknowledged(source.len() as u64, Duration::from_secs(300));
     let stats = pipeline.stop();
 
-    let received = kafka::read_all(
-        &bootstrap,
-        &kafka::output_topics(&source),
-        source.len(),
-        Duration::from_secs(120),
-    );
+    let received = kafka::read_outputs(&bootstrap, &source, Duration::from_secs(120));
     let duplicates = kafka::reconcile(&source, &received);
     println!(
         "faults: {} produce errors reported, {duplicates} duplicates of {} records (at-least-once)",
@@ -173,12 +168,7 @@ fn missing_topic_creation_never_blocks_routing() {
     let pipeline = RunningPipeline::start(settings, kafka::by_namespace_routing());
     pipeline.wait_acknowledged(source.len() as u64, Duration::from_secs(180));
     pipeline.stop();
-    let received = kafka::read_all(
-        &bootstrap,
-        &kafka::output_topics(&source),
-        source.len(),
-        Duration::from_secs(60),
-    );
+    let received = kafka::read_outputs(&bootstrap, &source, Duration::from_secs(60));
     kafka::reconcile(&source, &received);
 }
 
@@ -200,12 +190,7 @@ fn a_write_the_broker_refuses_for_good_dead_letters_its_event() {
     pipeline.wait_acknowledged(source.len() as u64, Duration::from_secs(180));
     let stats = pipeline.stop();
 
-    let received = kafka::read_all(
-        &bootstrap,
-        &kafka::output_topics(&source),
-        source.len(),
-        Duration::from_secs(60),
-    );
+    let received = kafka::read_outputs(&bootstrap, &source, Duration::from_secs(60));
     let refused: Vec<&kafka::Received> = received
         .iter()
         .filter(|r| {
@@ -285,11 +270,6 @@ fn backpressure_bounds_events_in_flight_and_a_long_stall_pauses_then_recovers() 
         peak.max(stall_peak).max(final_peak)
     );
     pipeline.stop();
-    let received = kafka::read_all(
-        &bootstrap,
-        &kafka::output_topics(&source),
-        source.len(),
-        Duration::from_secs(60),
-    );
+    let received = kafka::read_outputs(&bootstrap, &source, Duration::from_secs(60));
     kafka::reconcile(&source, &received);
 }
