@@ -10,6 +10,7 @@ mod cache;
 mod cli;
 mod deploy;
 mod hostile;
+mod hostile_load;
 mod hot_reload;
 mod kafka;
 mod load_errors;
