@@ -100,6 +100,14 @@ pub struct RunArgs {
     /// default 0.0.0.0:9090].
     #[arg(long)]
     pub http_listen: Option<String>,
+    /// `at-least-once` or `exactly-once` (Kafka transactions) [env: FANOUT_DELIVERY; default
+    /// at-least-once].
+    #[arg(long)]
+    pub delivery: Option<String>,
+    /// Exactly-once: this replica's transactional id, unique per replica and stable across its
+    /// restarts [env: FANOUT_TRANSACTIONAL_ID; default <group id>-<host name>].
+    #[arg(long)]
+    pub transactional_id: Option<String>,
     /// Route with the built-in by-namespace function instead of plugins, as the old tool did:
     /// no plugin directory, no hot reload. The baseline of `cargo bench --bench pipeline`.
     #[arg(long, conflicts_with = "plugins")]
@@ -380,6 +388,8 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
         max_record_bytes: args.max_record_bytes,
         kafka_properties: args.kafka_properties,
         http_listen: args.http_listen,
+        delivery: args.delivery,
+        transactional_id: args.transactional_id,
     };
     let config = match crate::config::load(
         args.config.as_deref(),

@@ -22,6 +22,8 @@
 //! | bootstrap servers (required) | `kafka.bootstrap_servers` | `FANOUT_BOOTSTRAP_SERVERS`, `ENDPOINT` | `--bootstrap-servers` |
 //! | source topic | `kafka.source_topic` | `FANOUT_SOURCE_TOPIC`, `TOPIC` | `--source-topic` |
 //! | consumer group | `kafka.group_id` | `FANOUT_GROUP_ID` | `--group-id` |
+//! | delivery guarantee | `kafka.delivery` | `FANOUT_DELIVERY` | `--delivery` |
+//! | transactional id (exactly-once) | `kafka.transactional_id` | `FANOUT_TRANSACTIONAL_ID` | `--transactional-id` |
 //! | dead-letter topic | `kafka.dead_letter_topic` | `FANOUT_DEAD_LETTER_TOPIC` | `--dead-letter-topic` |
 //! | plugin directory | `plugins.dir` | `FANOUT_PLUGINS` | `--plugins` |
 //! | compile cache | `plugins.cache_dir` | `FANOUT_CACHE_DIR` | `--cache-dir` |
@@ -38,7 +40,12 @@
 //! source_topic = "cluster-events"
 //! group_id = "fanout"
 //! dead_letter_topic = "fanout-dead-letter"
-//! commit_interval_ms = 5000                # 100..=600000
+//! commit_interval_ms = 5000                # 100..=600000 (at-least-once)
+//! delivery = "at-least-once"               # or "exactly-once": Kafka transactions
+//! # transactional_id = "<group_id>-<host name>"   exactly-once: unique per replica, stable
+//! #                                        # across its restarts (see docs/exactly-once.md)
+//! transaction_max_events = 5000            # 1..=1000000, events per transaction at most
+//! transaction_max_ms = 100                 # 10..=60000, a transaction's age at most
 //! [kafka.properties]                       # both clients; values are strings (numbers and
 //! # "security.protocol" = "SASL_SSL"       # booleans are accepted and stringified)
 //! [kafka.consumer]                         # the consumer only
@@ -135,6 +142,8 @@ pub const ENV_PLUGINS: &str = "FANOUT_PLUGINS";
 pub const ENV_CACHE_DIR: &str = "FANOUT_CACHE_DIR";
 pub const ENV_WORKERS: &str = "FANOUT_WORKERS";
 pub const ENV_HTTP_LISTEN: &str = "FANOUT_HTTP_LISTEN";
+pub const ENV_DELIVERY: &str = "FANOUT_DELIVERY";
+pub const ENV_TRANSACTIONAL_ID: &str = "FANOUT_TRANSACTIONAL_ID";
 /// The old tool's bootstrap servers; below every `FANOUT_*` variable.
 pub const OLD_ENV_ENDPOINT: &str = "ENDPOINT";
 /// The old tool's source topic; below every `FANOUT_*` variable.
@@ -153,6 +162,8 @@ const FLAG_MAX_DESTINATIONS: &str = "--max-destinations";
 const FLAG_MAX_RECORD_BYTES: &str = "--max-record-bytes";
 const FLAG_KAFKA_PROPERTY: &str = "--kafka-property";
 const FLAG_HTTP_LISTEN: &str = "--http-listen";
+const FLAG_DELIVERY: &str = "--delivery";
+const FLAG_TRANSACTIONAL_ID: &str = "--transactional-id";
 
 pub const DEFAULT_SOURCE_TOPIC: &str = "cluster-events";
 pub const DEFAULT_GROUP_ID: &str = "fanout";
@@ -160,6 +171,8 @@ pub const DEFAULT_DEAD_LETTER_TOPIC: &str = "fanout-dead-letter";
 pub const DEFAULT_PLUGINS_DIR: &str = "/etc/fanout/plugins";
 pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:9090";
 const DEFAULT_COMMIT_INTERVAL_MS: i128 = 5_000;
+const DEFAULT_TRANSACTION_MAX_EVENTS: i128 = 5_000;
+const DEFAULT_TRANSACTION_MAX_MS: i128 = 100;
 const DEFAULT_MEMORY_LIMIT_MIB: i128 = 64;
 const DEFAULT_DEADLINE_MS: i128 = 100;
 const DEFAULT_MAX_DESTINATIONS: i128 = 64;
@@ -171,6 +184,8 @@ const DEFAULT_PARTITIONS: i128 = 3;
 const DEFAULT_REPLICATION_FACTOR: i128 = -1;
 
 const COMMIT_INTERVAL_MS: RangeInclusive<i128> = 100..=600_000;
+const TRANSACTION_MAX_EVENTS: RangeInclusive<i128> = 1..=1_000_000;
+const TRANSACTION_MAX_MS: RangeInclusive<i128> = 10..=60_000;
 const MEMORY_LIMIT_MIB: RangeInclusive<i128> = 1..=4096;
 const DEADLINE_MS: RangeInclusive<i128> = 1..=60_000;
 const MAX_DESTINATIONS: RangeInclusive<i128> = 1..=10_000;
@@ -227,6 +242,11 @@ pub const RESERVED_PROPERTIES: &[(&str, &str)] = &[
         "partition.assignment.strategy",
         "fanout sets this itself (its offset tracking across rebalances depends on it)",
     ),
+    (
+        "transactional.id",
+        "set kafka.transactional_id (FANOUT_TRANSACTIONAL_ID, --transactional-id) with \
+         kafka.delivery = \"exactly-once\" instead",
+    ),
 ];
 
 /// What a property whose key looks secret shows instead of its value.
@@ -269,8 +289,10 @@ pub struct Config {
     pub group_id: String,
     /// Where events that cannot be routed go, with a reason.
     pub dead_letter_topic: String,
-    /// How often stored (fully acknowledged) offsets are committed.
+    /// How often stored (fully acknowledged) offsets are committed (at-least-once).
     pub commit_interval: Duration,
+    /// At-least-once, or exactly-once with Kafka transactions.
+    pub delivery: Delivery,
     /// librdkafka properties for both clients.
     pub common_properties: BTreeMap<String, String>,
     /// librdkafka properties for the consumer only; they override `common_properties`.
@@ -314,6 +336,39 @@ pub struct ReloadConfig {
     /// `None`: the plugins are loaded once, at start-up.
     pub watch: Option<crate::reload::WatchSettings>,
     pub rollback: crate::reload::RollbackPolicy,
+}
+
+/// The delivery guarantee.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// Offsets are committed once every write of an event and of the events before it is
+    /// acknowledged; a crash can write an event twice, never lose it.
+    AtLeastOnce,
+    /// Writes and source offsets are committed together in Kafka transactions; a
+    /// `read_committed` consumer sees each event's writes exactly once.
+    ExactlyOnce(TransactionSettings),
+}
+
+/// Exactly-once: how transactions are identified and sized.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransactionSettings {
+    /// librdkafka `transactional.id`: unique per replica, and the same after the replica
+    /// restarts, so the restarted one aborts what its predecessor left open at once instead of
+    /// making `read_committed` readers wait for the transaction timeout.
+    pub transactional_id: String,
+    /// A transaction is committed after this many events…
+    pub max_events: usize,
+    /// …or once it is this old, whichever comes first.
+    pub max_duration: Duration,
+}
+
+impl Delivery {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Delivery::AtLeastOnce => "at-least-once",
+            Delivery::ExactlyOnce(_) => "exactly-once",
+        }
+    }
 }
 
 impl Config {
@@ -367,6 +422,19 @@ impl Config {
                 group_id: &self.group_id,
                 dead_letter_topic: &self.dead_letter_topic,
                 commit_interval_ms: ms(self.commit_interval),
+                delivery: self.delivery.name(),
+                transactional_id: match &self.delivery {
+                    Delivery::ExactlyOnce(t) => Some(&t.transactional_id),
+                    Delivery::AtLeastOnce => None,
+                },
+                transaction_max_events: match &self.delivery {
+                    Delivery::ExactlyOnce(t) => Some(t.max_events as u64),
+                    Delivery::AtLeastOnce => None,
+                },
+                transaction_max_ms: match &self.delivery {
+                    Delivery::ExactlyOnce(t) => Some(ms(t.max_duration)),
+                    Delivery::AtLeastOnce => None,
+                },
                 properties: props(&self.common_properties),
                 consumer: props(&self.consumer_properties),
                 producer: props(&self.producer_properties),
@@ -446,6 +514,7 @@ impl fmt::Debug for Config {
             .field("group_id", &self.group_id)
             .field("dead_letter_topic", &self.dead_letter_topic)
             .field("commit_interval", &self.commit_interval)
+            .field("delivery", &self.delivery)
             .field(
                 "common_properties",
                 &RedactedProperties(self, &self.common_properties),
@@ -511,6 +580,13 @@ struct OutKafka<'a> {
     group_id: &'a str,
     dead_letter_topic: &'a str,
     commit_interval_ms: u64,
+    delivery: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transactional_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transaction_max_events: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transaction_max_ms: Option<u64>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     properties: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -717,6 +793,10 @@ pub struct Overrides {
     pub kafka_properties: Vec<String>,
     /// `--http-listen`
     pub http_listen: Option<String>,
+    /// `--delivery`
+    pub delivery: Option<String>,
+    /// `--transactional-id`
+    pub transactional_id: Option<String>,
 }
 
 impl fmt::Debug for Overrides {
@@ -743,6 +823,9 @@ impl fmt::Debug for Overrides {
             .field("max_destinations", &self.max_destinations)
             .field("max_record_bytes", &self.max_record_bytes)
             .field("kafka_properties", &properties)
+            .field("http_listen", &self.http_listen)
+            .field("delivery", &self.delivery)
+            .field("transactional_id", &self.transactional_id)
             .finish()
     }
 }
@@ -962,6 +1045,72 @@ pub fn load(
         DEFAULT_COMMIT_INTERVAL_MS,
         &mut errs,
     );
+    let exactly_once = resolve(
+        "kafka.delivery",
+        [
+            flag_str(&flags.delivery, FLAG_DELIVERY),
+            env_str(ENV_DELIVERY),
+            f.string(&f.kafka.delivery, "kafka.delivery", &mut errs),
+        ],
+        |v: String| match v.as_str() {
+            "at-least-once" => Ok(false),
+            "exactly-once" => Ok(true),
+            _ => Err(format!(
+                "{v:?} is not a delivery guarantee: \"at-least-once\" or \"exactly-once\""
+            )),
+        },
+        &mut errs,
+    )
+    .is_some_and(|(v, _)| v);
+    let transactional_id = resolve(
+        "kafka.transactional_id",
+        [
+            flag_str(&flags.transactional_id, FLAG_TRANSACTIONAL_ID),
+            env_str(ENV_TRANSACTIONAL_ID),
+            f.string(
+                &f.kafka.transactional_id,
+                "kafka.transactional_id",
+                &mut errs,
+            ),
+        ],
+        non_empty,
+        &mut errs,
+    )
+    .map(|(v, _)| v);
+    let transaction_max_events = int_setting(
+        "kafka.transaction_max_events",
+        [f.integer(
+            &f.kafka.transaction_max_events,
+            "kafka.transaction_max_events",
+            &mut errs,
+        )
+        .map(file_int)],
+        TRANSACTION_MAX_EVENTS,
+        DEFAULT_TRANSACTION_MAX_EVENTS,
+        &mut errs,
+    );
+    let transaction_max_ms = int_setting(
+        "kafka.transaction_max_ms",
+        [f.integer(
+            &f.kafka.transaction_max_ms,
+            "kafka.transaction_max_ms",
+            &mut errs,
+        )
+        .map(file_int)],
+        TRANSACTION_MAX_MS,
+        DEFAULT_TRANSACTION_MAX_MS,
+        &mut errs,
+    );
+    let delivery = if exactly_once {
+        Delivery::ExactlyOnce(TransactionSettings {
+            transactional_id: transactional_id
+                .unwrap_or_else(|| default_transactional_id(&group_id, env)),
+            max_events: transaction_max_events as usize,
+            max_duration: Duration::from_millis(transaction_max_ms as u64),
+        })
+    } else {
+        Delivery::AtLeastOnce
+    };
     let mut common_properties = f.properties(
         f.kafka.properties.as_ref(),
         "kafka.properties",
@@ -1299,6 +1448,7 @@ pub fn load(
         group_id,
         dead_letter_topic: dead_letter_topic.0,
         commit_interval: Duration::from_millis(commit_interval_ms as u64),
+        delivery,
         common_properties,
         consumer_properties,
         producer_properties,
@@ -1409,6 +1559,17 @@ fn parse_whole(raw: &str) -> Result<i128, String> {
     })
 }
 
+/// `<group>-<host name>`: unique per pod (Kubernetes sets `HOSTNAME` to the pod's name) and
+/// unchanged when its container restarts, which is when it matters.
+fn default_transactional_id(group_id: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
+    let host = env("HOSTNAME")
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{group_id}-{host}")
+}
+
 fn non_empty(v: String) -> Result<String, String> {
     if v.trim().is_empty() {
         Err("must not be empty".to_owned())
@@ -1507,6 +1668,10 @@ struct KafkaFile {
     group_id: Leaf,
     dead_letter_topic: Leaf,
     commit_interval_ms: Leaf,
+    delivery: Leaf,
+    transactional_id: Leaf,
+    transaction_max_events: Leaf,
+    transaction_max_ms: Leaf,
     #[serde(default, deserialize_with = "property_table")]
     properties: Option<RawProperties>,
     #[serde(default, deserialize_with = "property_table")]
@@ -2404,6 +2569,74 @@ workers = 3
     }
 
     #[test]
+    fn delivery_is_at_least_once_unless_exactly_once_is_asked_for() {
+        let c = ok(Some(MINIMAL), &[], &Overrides::default());
+        assert_eq!(c.delivery, Delivery::AtLeastOnce);
+
+        let text = format!("{MINIMAL}delivery = \"exactly-once\"\ntransaction_max_events = 700\n");
+        let c = ok(
+            Some(&text),
+            &[("HOSTNAME", "fanout-7d9f-x2")],
+            &Overrides::default(),
+        );
+        assert_eq!(
+            c.delivery,
+            Delivery::ExactlyOnce(TransactionSettings {
+                transactional_id: "fanout-fanout-7d9f-x2".into(),
+                max_events: 700,
+                max_duration: Duration::from_millis(100),
+            }),
+            "the id defaults to <group>-<pod name>: unique per replica, kept across restarts"
+        );
+        // The effective config prints it, and loads back the same.
+        assert_eq!(
+            ok(Some(&c.redacted()), &[], &Overrides::default()).delivery,
+            c.delivery
+        );
+
+        // The flag wins over the environment, which wins over the file.
+        let flags = Overrides {
+            transactional_id: Some("from-flag".into()),
+            ..Overrides::default()
+        };
+        let c = ok(
+            Some(&text),
+            &[("FANOUT_TRANSACTIONAL_ID", "from-env")],
+            &flags,
+        );
+        let Delivery::ExactlyOnce(t) = c.delivery else {
+            panic!("exactly-once")
+        };
+        assert_eq!(t.transactional_id, "from-flag");
+        let env = [("FANOUT_DELIVERY", "at-least-once")];
+        assert_eq!(
+            ok(Some(&text), &env, &Overrides::default()).delivery,
+            Delivery::AtLeastOnce
+        );
+    }
+
+    #[test]
+    fn delivery_settings_are_checked_where_they_are_written() {
+        let text = format!(
+            "{MINIMAL}delivery = \"exactly_once\"\ntransaction_max_ms = 5\n\
+             [kafka.producer]\n\"transactional.id\" = \"mine\"\n"
+        );
+        let shown = rendered(&errors(Some(&text), &[], &Overrides::default()));
+        assert_eq!(
+            shown,
+            [
+                "fanout.toml: line 3, column 12: kafka.delivery: \"exactly_once\" is not a \
+                 delivery guarantee: \"at-least-once\" or \"exactly-once\"",
+                "fanout.toml: line 4, column 22: kafka.transaction_max_ms: 5 is out of range \
+                 10..=60000",
+                "fanout.toml: line 6, column 1: kafka.producer.\"transactional.id\": set \
+                 kafka.transactional_id (FANOUT_TRANSACTIONAL_ID, --transactional-id) with \
+                 kafka.delivery = \"exactly-once\" instead; remove it",
+            ]
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_refused_naming_the_valid_ones() {
         let text = "[kafka]\nbootstrap_servers = \"b:1\"\ngroupid = \"g\"\nsoruce_topic = \"t\"\n\
                     [plugins]\ndri = \"/p\"\n[pipelin]\nworkers = 2\n";
@@ -2414,7 +2647,8 @@ workers = 3
             shown[0],
             "fanout.toml: line 3, column 1: kafka: unknown field `groupid`, expected one of \
              `bootstrap_servers`, `source_topic`, `group_id`, `dead_letter_topic`, \
-             `commit_interval_ms`, `properties`, `consumer`, `producer`, `secret_files`, \
+             `commit_interval_ms`, `delivery`, `transactional_id`, `transaction_max_events`, \
+             `transaction_max_ms`, `properties`, `consumer`, `producer`, `secret_files`, \
              `secret_env`"
         );
         // Every unknown key of a section, not just the first.

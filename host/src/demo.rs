@@ -214,6 +214,7 @@ pub fn run(
         workers: settings.workers,
         max_in_flight: 10_000,
         commit_interval: Duration::from_secs(1),
+        delivery: crate::config::Delivery::AtLeastOnce,
         shutdown_timeout: Duration::from_secs(30),
         create_topics: None,
     };

@@ -24,6 +24,9 @@ pub struct Stats {
     pub produce_errors: AtomicU64,
     pub committed_offsets: AtomicU64,
     pub commit_failures: AtomicU64,
+    /// Exactly-once: transactions committed, and aborted (their events are processed again).
+    pub transactions_committed: AtomicU64,
+    pub transactions_aborted: AtomicU64,
     /// Times the consumer paused because `max_in_flight` events were in flight.
     pub pauses: AtomicU64,
     /// Events consumed and not yet acknowledged (a gauge).
@@ -46,6 +49,8 @@ impl Default for Stats {
             produce_errors: AtomicU64::default(),
             committed_offsets: AtomicU64::default(),
             commit_failures: AtomicU64::default(),
+            transactions_committed: AtomicU64::default(),
+            transactions_aborted: AtomicU64::default(),
             pauses: AtomicU64::default(),
             in_flight: AtomicU64::default(),
             dead_letters: Mutex::default(),

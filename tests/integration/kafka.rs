@@ -156,10 +156,23 @@ pub fn read_all(
     want: usize,
     timeout: Duration,
 ) -> Vec<Received> {
+    read_all_with(bootstrap, topics, want, timeout, "read_committed")
+}
+
+/// [`read_all`] at an `isolation.level`: `read_committed` (librdkafka's default) hides the
+/// writes of aborted transactions, `read_uncommitted` shows them.
+pub fn read_all_with(
+    bootstrap: &str,
+    topics: &[String],
+    want: usize,
+    timeout: Duration,
+    isolation: &str,
+) -> Vec<Received> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "verifier")
         .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
         .create()
         .unwrap();
     let mut list = TopicPartitionList::new();
@@ -226,6 +239,7 @@ pub fn settings(bootstrap: &str, group: &str) -> PipelineSettings {
         workers: 2,
         max_in_flight: 5_000,
         commit_interval: Duration::from_millis(200),
+        delivery: fanout::config::Delivery::AtLeastOnce,
         shutdown_timeout: Duration::from_secs(20),
         create_topics: None,
     }

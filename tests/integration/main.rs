@@ -9,6 +9,7 @@ mod by_namespace;
 mod cache;
 mod cli;
 mod deploy;
+mod exactly_once;
 mod hostile;
 mod hostile_load;
 mod hot_reload;

@@ -13,7 +13,7 @@ use crate::service::{Service, wait_for_count};
 use crate::support;
 
 /// A plain HTTP/1.0 GET: (status code, body).
-fn get(addr: &str, path: &str) -> (u16, String) {
+pub fn get(addr: &str, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -27,14 +27,14 @@ fn get(addr: &str, path: &str) -> (u16, String) {
 }
 
 /// The endpoint's address, from the service's log.
-fn endpoint(service: &Service) -> String {
+pub fn endpoint(service: &Service) -> String {
     let line = service.log_line("HTTP endpoint listening", Duration::from_secs(30));
     let addr = line.split("addr=").nth(1).unwrap();
     addr.split_whitespace().next().unwrap().to_owned()
 }
 
 /// Samples of the exposition: `name{labels}` → value.
-fn samples(body: &str) -> BTreeMap<String, f64> {
+pub fn samples(body: &str) -> BTreeMap<String, f64> {
     body.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| {

@@ -85,6 +85,21 @@ impl Service {
         self.child.wait().unwrap();
     }
 
+    /// Waits for the process to exit by itself.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if started.elapsed() > timeout {
+                self.child.kill().unwrap();
+                panic!("fanout did not exit within {timeout:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGTERM, then the exit status.
     pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
         rustix::process::kill_process(
@@ -106,6 +121,14 @@ impl Service {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+/// A test that fails half-way must not leave its fanout running.
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

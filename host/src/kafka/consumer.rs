@@ -5,7 +5,12 @@
 //! only what fanout explicitly stored. On a revoke, the partitions' in-flight events are given a
 //! bounded time to finish, their offsets are stored and committed synchronously, and they are
 //! forgotten, so the next owner resumes right after the last event that was fully written.
+//!
+//! Exactly-once commits offsets only through transactions (auto-commit off) and reads
+//! `read_committed`; on a revoke it ends the open transaction instead
+//! ([`crate::pipeline::transaction`]).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -16,7 +21,9 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext
 use rdkafka::error::KafkaResult;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use crate::pipeline::inflight::Ack;
 use crate::pipeline::offsets::OffsetTracker;
+use crate::pipeline::transaction::Transactions;
 use crate::stats::Stats;
 
 pub type SourceConsumer = BaseConsumer<RebalanceContext>;
@@ -25,38 +32,42 @@ pub type SourceConsumer = BaseConsumer<RebalanceContext>;
 /// and the rebalance callback, which both run on the consumer thread.
 pub struct AckState {
     pub tracker: OffsetTracker,
-    acks: Receiver<(i32, i64)>,
+    acks: Receiver<Ack>,
+    /// Acknowledgements of any other generation are of writes an abort discarded.
+    generation: Arc<AtomicU64>,
     stats: Arc<Stats>,
 }
 
 impl AckState {
-    pub fn new(acks: Receiver<(i32, i64)>, stats: Arc<Stats>) -> Self {
+    pub fn new(acks: Receiver<Ack>, generation: Arc<AtomicU64>, stats: Arc<Stats>) -> Self {
         Self {
             tracker: OffsetTracker::new(),
             acks,
+            generation,
             stats,
         }
     }
 
-    fn apply(&mut self, partition: i32, offset: i64) {
-        self.tracker.ack(partition, offset);
-        self.stats
-            .acknowledged
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    fn apply(&mut self, ack: Ack) {
+        if ack.generation != self.generation.load(Ordering::Acquire) {
+            return;
+        }
+        self.tracker.ack(ack.partition, ack.offset);
+        self.stats.acknowledged.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Applies every acknowledgement received so far.
     pub fn drain(&mut self) {
-        while let Ok((partition, offset)) = self.acks.try_recv() {
-            self.apply(partition, offset);
+        while let Ok(ack) = self.acks.try_recv() {
+            self.apply(ack);
         }
     }
 
     /// Waits up to `timeout` for one acknowledgement; false if none came.
     pub fn wait(&mut self, timeout: Duration) -> bool {
         match self.acks.recv_timeout(timeout) {
-            Ok((partition, offset)) => {
-                self.apply(partition, offset);
+            Ok(ack) => {
+                self.apply(ack);
                 self.drain();
                 true
             }
@@ -92,6 +103,8 @@ pub struct RebalanceContext {
     /// How long a revoke waits for the in-flight events of the revoked partitions.
     pub revoke_drain: Duration,
     pub stats: Arc<Stats>,
+    /// Exactly-once: the transactions, which a revoke must end first.
+    pub transactions: Option<Arc<Transactions>>,
 }
 
 impl RebalanceContext {
@@ -118,6 +131,19 @@ impl ConsumerContext for RebalanceContext {
                     .collect();
                 let mut state = self.lock();
                 let deadline = Instant::now() + self.revoke_drain;
+                if let Some(transactions) = &self.transactions {
+                    // Commit what the open transaction holds, so the next owner of these
+                    // partitions starts right after it (or abort it, if it can't commit).
+                    if let Err(e) = transactions.finish(consumer, &mut state, deadline) {
+                        transactions.set_fatal(e);
+                    }
+                    for p in &partitions {
+                        state.tracker.forget(*p);
+                    }
+                    transactions.forget(&partitions);
+                    tracing::info!(?partitions, "partitions revoked; transaction ended");
+                    return;
+                }
                 state.drain();
                 while partitions
                     .iter()
@@ -190,6 +216,8 @@ pub struct ConsumerSettings<'a> {
     pub commit_interval: Duration,
     pub properties: &'a [(String, String)],
     pub revoke_drain: Duration,
+    /// Exactly-once: commit through these transactions instead of auto-commit.
+    pub transactions: Option<Arc<Transactions>>,
 }
 
 /// Creates the consumer and subscribes it to the source topic.
@@ -211,17 +239,25 @@ pub fn create(
     config
         .set("group.id", settings.group_id)
         .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.auto.commit", "true")
-        .set(
+        .set("enable.auto.offset.store", "false");
+    if settings.transactions.is_some() {
+        // Offsets are committed by the transactions. Reading committed data only also makes
+        // the group's offset fetch wait for a pending transactional commit (KIP-447).
+        config
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed");
+    } else {
+        config.set("enable.auto.commit", "true").set(
             "auto.commit.interval.ms",
             settings.commit_interval.as_millis().to_string(),
         );
+    }
     let context = RebalanceContext {
         state,
         topic: settings.topic.to_owned(),
         revoke_drain: settings.revoke_drain,
         stats,
+        transactions: settings.transactions.clone(),
     };
     let consumer: SourceConsumer = config
         .create_with_context(context)

@@ -6,6 +6,10 @@
 //! is re-sent after a backoff by the retry thread; a permanent one (message too large, topic not
 //! authorised, invalid topic) turns a routed write into a dead letter, and a dead-letter write
 //! is retried until it succeeds: an offset is never committed past a write that did not land.
+//!
+//! Exactly-once makes it a transactional producer instead: a failed write is not retried
+//! here but reported to the transaction ([`TransactionFaults`]), which aborts and processes its
+//! events again.
 
 use std::collections::BinaryHeap;
 use std::sync::Arc;
@@ -24,6 +28,13 @@ use rdkafka::producer::{
 
 use crate::deadletter::DeadLetterReason;
 use crate::pipeline::inflight::{InFlightEvent, WriteKind, WriteToken};
+use crate::pipeline::transaction::TransactionFaults;
+
+/// A transactional producer's id, and where its write failures are reported.
+pub struct Transactional {
+    pub id: String,
+    pub faults: Arc<TransactionFaults>,
+}
 
 /// Longest wait between two attempts of a failing write.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -61,6 +72,7 @@ impl OutRecord {
 pub struct Producer {
     inner: Arc<ThreadedProducer<DeliveryContext>>,
     retries: Sender<RetryMsg>,
+    faults: Option<Arc<TransactionFaults>>,
     dead_letter_topic: Arc<str>,
 }
 
@@ -81,6 +93,7 @@ impl Producer {
         properties: &[(String, String)],
         dead_letter_topic: &str,
         stats: Arc<crate::stats::Stats>,
+        transactional: Option<Transactional>,
     ) -> anyhow::Result<(Self, RetryThread)> {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", bootstrap_servers);
@@ -92,9 +105,14 @@ impl Producer {
         }
         // Idempotence keeps per-partition order across internal retries and implies acks=all.
         config.set("enable.idempotence", "true").set("acks", "all");
+        if let Some(transactional) = &transactional {
+            config.set("transactional.id", &transactional.id);
+        }
+        let faults = transactional.map(|t| t.faults);
         let (retry_tx, retry_rx) = channel();
         let context = DeliveryContext {
             retries: retry_tx.clone(),
+            faults: faults.clone(),
             stats,
         };
         let inner: ThreadedProducer<DeliveryContext> = config
@@ -103,13 +121,15 @@ impl Producer {
         let producer = Self {
             inner: Arc::new(inner),
             retries: retry_tx,
+            faults,
             dead_letter_topic: dead_letter_topic.into(),
         };
         let thread = std::thread::Builder::new()
             .name("fanout-retry".into())
             .spawn({
+                let faults = producer.faults.clone();
                 let (producer, retries) = (producer.inner.clone(), producer.retries.clone());
-                move || retry_loop(&producer, &retries, retry_rx)
+                move || retry_loop(&producer, &retries, faults.as_deref(), retry_rx)
             })
             .context("starting the retry thread")?;
         Ok((producer, RetryThread(thread)))
@@ -150,7 +170,18 @@ impl Producer {
     }
 
     fn send(&self, token: WriteToken, record: OutRecord) {
-        send_or_schedule(&self.inner, &self.retries, Box::new(token), record);
+        send_or_schedule(
+            &self.inner,
+            &self.retries,
+            self.faults.as_deref(),
+            Box::new(token),
+            record,
+        );
+    }
+
+    /// The librdkafka client, for the transaction calls.
+    pub fn client(&self) -> &ThreadedProducer<DeliveryContext> {
+        &self.inner
     }
 
     /// Waits up to `timeout` for every queued write to be delivered.
@@ -210,6 +241,7 @@ fn backoff(attempt: u32) -> Duration {
 fn send_or_schedule(
     producer: &ThreadedProducer<DeliveryContext>,
     retries: &Sender<RetryMsg>,
+    faults: Option<&TransactionFaults>,
     mut token: Box<WriteToken>,
     record: OutRecord,
 ) {
@@ -234,7 +266,7 @@ fn send_or_schedule(
             }
             Err((error, returned)) => {
                 let token = returned.delivery_opaque;
-                settle_failure(retries, token, record.clone(), &error);
+                settle_failure(retries, faults, token, record.clone(), &error);
                 return;
             }
         }
@@ -244,6 +276,7 @@ fn send_or_schedule(
 fn retry_loop(
     producer: &ThreadedProducer<DeliveryContext>,
     retries: &Sender<RetryMsg>,
+    faults: Option<&TransactionFaults>,
     incoming: Receiver<RetryMsg>,
 ) {
     let mut waiting: BinaryHeap<Retry> = BinaryHeap::new();
@@ -266,7 +299,7 @@ fn retry_loop(
         }
         while waiting.peek().is_some_and(|r| r.due <= Instant::now()) {
             let Retry { token, record, .. } = waiting.pop().expect("peeked");
-            send_or_schedule(producer, retries, token, record);
+            send_or_schedule(producer, retries, faults, token, record);
         }
     }
 }
@@ -292,13 +325,24 @@ fn is_permanent(error: &KafkaError) -> bool {
 
 /// What to do with a failed write: a permanent failure of a routed write becomes a dead letter
 /// for its event (which keeps the event unacknowledged until that lands); anything else is
-/// retried after a backoff.
+/// retried after a backoff. In a transaction, any failure is the transaction's: it aborts.
 fn settle_failure(
     retries: &Sender<RetryMsg>,
+    faults: Option<&TransactionFaults>,
     mut token: Box<WriteToken>,
     record: OutRecord,
     error: &KafkaError,
 ) {
+    if let Some(faults) = faults {
+        faults.record(
+            &token.event,
+            token.kind,
+            &record.topic,
+            error,
+            is_permanent(error),
+        );
+        return;
+    }
     if token.kind == WriteKind::Route && is_permanent(error) {
         let reason = DeadLetterReason::ProduceFailed {
             topic: record.topic.clone(),
@@ -347,6 +391,7 @@ fn settle_failure(
 /// Receives delivery reports on the producer's polling thread.
 pub struct DeliveryContext {
     retries: Sender<RetryMsg>,
+    faults: Option<Arc<TransactionFaults>>,
     stats: Arc<crate::stats::Stats>,
 }
 
@@ -381,7 +426,7 @@ impl ProducerContext for DeliveryContext {
                         .unwrap_or_default(),
                 };
                 self.stats.record_produce_error();
-                settle_failure(&self.retries, token, record, error);
+                settle_failure(&self.retries, self.faults.as_deref(), token, record, error);
             }
         }
     }

@@ -132,6 +132,18 @@ impl Collector for Snapshot {
         )?;
         counter(
             e,
+            "fanout_transactions_committed",
+            "Exactly-once: transactions committed",
+            load(&stats.transactions_committed),
+        )?;
+        counter(
+            e,
+            "fanout_transactions_aborted",
+            "Exactly-once: transactions aborted; their events are routed again",
+            load(&stats.transactions_aborted),
+        )?;
+        counter(
+            e,
             "fanout_offsets_committed",
             "Partition offsets committed",
             load(&stats.committed_offsets),

@@ -25,6 +25,17 @@ pub mod headers {
     pub const PLUGIN_SET: &str = "fanout-plugin-set";
 }
 
+/// An event fully written (or filtered): its source position, and the generation it was routed
+/// in. Exactly-once starts a new generation whenever it aborts a transaction, so an
+/// acknowledgement of a write the abort discarded can't be mistaken for one of the same event
+/// routed again; at-least-once stays at generation 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub partition: i32,
+    pub offset: i64,
+    pub generation: u64,
+}
+
 /// A consumed event whose writes are in flight.
 #[derive(Debug)]
 pub struct InFlightEvent {
@@ -41,8 +52,9 @@ pub struct InFlightEvent {
     /// The version of the routing that decided this event.
     pub lineage: Arc<str>,
     dead_letter_topic: Arc<str>,
+    generation: u64,
     remaining: AtomicU32,
-    acks: Sender<(i32, i64)>,
+    acks: Sender<Ack>,
 }
 
 impl InFlightEvent {
@@ -57,8 +69,9 @@ impl InFlightEvent {
         raw: Vec<u8>,
         lineage: Arc<str>,
         dead_letter_topic: Arc<str>,
+        generation: u64,
         writes: u32,
-        acks: Sender<(i32, i64)>,
+        acks: Sender<Ack>,
     ) -> Arc<Self> {
         debug_assert!(
             writes > 0,
@@ -73,9 +86,15 @@ impl InFlightEvent {
             raw,
             lineage,
             dead_letter_topic,
+            generation,
             remaining: AtomicU32::new(writes),
             acks,
         })
+    }
+
+    /// The generation this event was routed in (see [`Ack`]).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn dead_letter_topic(&self) -> &str {
@@ -91,7 +110,11 @@ impl InFlightEvent {
     pub fn write_done(&self) {
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             // The consumer may be gone at shutdown; the offset then simply stays uncommitted.
-            let _ = self.acks.send((self.partition, self.offset));
+            let _ = self.acks.send(Ack {
+                partition: self.partition,
+                offset: self.offset,
+                generation: self.generation,
+            });
         }
     }
 

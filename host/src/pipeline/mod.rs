@@ -4,12 +4,16 @@
 //! flight, stores and commits); N routing threads own the plugin instances; librdkafka's
 //! producer thread delivers and reports; a retry thread re-sends failed writes. Channels join
 //! them: bounded ones forward (backpressure), and one carries acknowledgements back.
+//!
+//! Exactly-once keeps that shape; the calling thread also drives the transactions
+//! ([`transaction`]), and commits offsets through them.
 
 pub mod inflight;
 pub mod offsets;
+pub mod transaction;
 pub mod worker;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,12 +23,14 @@ use rdkafka::consumer::Consumer as _;
 use rdkafka::message::{Headers as _, Message as _};
 
 use crate::bindings::Header;
+use crate::config::Delivery;
 use crate::kafka::consumer::{self, AckState, ConsumerSettings, SourceConsumer};
-use crate::kafka::producer::Producer;
+use crate::kafka::producer::{Producer, Transactional};
 use crate::lock;
 use crate::plugin::{PluginEngine, RouteEvent};
 use crate::reload::{LiveRouter, LiveSet};
 use crate::stats::Stats;
+use transaction::{TransactionFaults, Transactions};
 use worker::{WorkItem, WorkerShared};
 
 /// How events are routed: the plugin runtime, or (for comparison) a native function.
@@ -87,6 +93,7 @@ pub struct PipelineSettings {
     pub workers: usize,
     pub max_in_flight: usize,
     pub commit_interval: Duration,
+    pub delivery: Delivery,
     pub shutdown_timeout: Duration,
     /// Create missing destination topics with these settings; `None` leaves it to the broker.
     pub create_topics: Option<crate::kafka::admin::NewTopicSettings>,
@@ -104,6 +111,7 @@ impl PipelineSettings {
             workers: config.workers,
             max_in_flight: config.max_in_flight,
             commit_interval: config.commit_interval,
+            delivery: config.delivery.clone(),
             shutdown_timeout: config.shutdown_timeout,
             create_topics: config.topics.create_missing.then(|| {
                 crate::kafka::admin::NewTopicSettings {
@@ -120,7 +128,9 @@ impl PipelineSettings {
 /// holds (queued ones are left for the partition's next owner), flushes the producer, commits
 /// what was fully written, and returns. Everything is bounded by
 /// `shutdown_timeout`; what does not finish in time is simply not committed, and is consumed
-/// again by the next owner of its partition.
+/// again by the next owner of its partition. Exactly-once commits its last transaction instead
+/// (or aborts it, past the timeout). `Err` when the pipeline can't go on, such as a fenced
+/// transactional producer: the process should exit non-zero and be restarted.
 pub fn run(
     settings: &PipelineSettings,
     routing: &Routing,
@@ -128,13 +138,46 @@ pub fn run(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
     let (ack_tx, ack_rx) = channel();
-    let state = Arc::new(Mutex::new(AckState::new(ack_rx, stats.clone())));
+    let generation = Arc::new(AtomicU64::new(0));
+    let handled = Arc::new(AtomicU64::new(0));
+    let state = Arc::new(Mutex::new(AckState::new(
+        ack_rx,
+        generation.clone(),
+        stats.clone(),
+    )));
+    let faults = match &settings.delivery {
+        Delivery::ExactlyOnce(_) => Some(Arc::new(TransactionFaults::new(generation.clone()))),
+        Delivery::AtLeastOnce => None,
+    };
     let (producer, retry_thread) = Producer::new(
         &settings.bootstrap_servers,
         &settings.producer_properties,
         &settings.dead_letter_topic,
         stats.clone(),
+        match (&settings.delivery, &faults) {
+            (Delivery::ExactlyOnce(t), Some(faults)) => Some(Transactional {
+                id: t.transactional_id.clone(),
+                faults: faults.clone(),
+            }),
+            _ => None,
+        },
     )?;
+    let transactions = match (&settings.delivery, &faults) {
+        (Delivery::ExactlyOnce(t), Some(faults)) => {
+            let transactions = Arc::new(Transactions::new(
+                producer.clone(),
+                &settings.source_topic,
+                t.clone(),
+                stats.clone(),
+                faults.clone(),
+                generation.clone(),
+                handled.clone(),
+            ));
+            transactions.init(&stop)?;
+            Some(transactions)
+        }
+        _ => None,
+    };
     let consumer = consumer::create(
         &ConsumerSettings {
             bootstrap_servers: &settings.bootstrap_servers,
@@ -143,6 +186,7 @@ pub fn run(
             commit_interval: settings.commit_interval,
             properties: &settings.consumer_properties,
             revoke_drain: settings.shutdown_timeout.min(Duration::from_secs(10)),
+            transactions: transactions.clone(),
         },
         state.clone(),
         stats.clone(),
@@ -157,7 +201,14 @@ pub fn run(
         None => None,
     };
     let shared = WorkerShared {
-        stop: stop.clone(),
+        stop: match &transactions {
+            // Never set: the last transaction's events are all routed, then committed.
+            Some(_) => Arc::new(AtomicBool::new(false)),
+            None => stop.clone(),
+        },
+        generation,
+        handled,
+        faults,
         topics,
         source_topic: settings.source_topic.as_str().into(),
         dead_letter_topic: settings.dead_letter_topic.as_str().into(),
@@ -185,10 +236,22 @@ pub fn run(
         group = %settings.group_id,
         workers = settings.workers,
         routing = %routing,
+        delivery = settings.delivery.name(),
         "pipeline running"
     );
 
-    let result = consume(&consumer, settings, &state, &senders, &stats, &stop);
+    let result = match &transactions {
+        Some(transactions) => consume_transactional(
+            &consumer,
+            settings,
+            transactions,
+            &state,
+            &senders,
+            &stats,
+            &stop,
+        ),
+        None => consume(&consumer, settings, &state, &senders, &stats, &stop),
+    };
 
     // Drain, in data-flow order.
     let deadline = Instant::now() + settings.shutdown_timeout;
@@ -201,7 +264,7 @@ pub fn run(
     if let Err(e) = producer.flush(deadline.saturating_duration_since(Instant::now())) {
         tracing::warn!("{e:#}; unflushed writes stay uncommitted");
     }
-    {
+    if transactions.is_none() {
         let mut state = lock(&state);
         while state.tracker.in_flight() > 0 && Instant::now() < deadline {
             state.wait(Duration::from_millis(10));
@@ -277,34 +340,98 @@ fn consume(
             }
             Some(Ok(message)) => message,
         };
-        let item = WorkItem {
-            partition: message.partition(),
-            offset: message.offset(),
-            timestamp_ms: message.timestamp().to_millis(),
-            key: message.key().map(<[u8]>::to_vec),
-            // A tombstone (null value) is decoded as empty input and dead-lettered.
-            value: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-            headers: message
-                .headers()
-                .map(|headers| {
-                    headers
-                        .iter()
-                        .map(|h| Header {
-                            key: h.key.to_owned(),
-                            value: h.value.map(<[u8]>::to_vec),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-        };
-        lock(state).tracker.track(item.partition, item.offset);
-        stats.consumed.fetch_add(1, Ordering::Relaxed);
-        let worker = &workers[item.partition.rem_euclid(workers.len() as i32) as usize];
-        worker
-            .send(item)
-            .map_err(|_| anyhow::anyhow!("a routing thread stopped unexpectedly"))?;
+        let item = work_item(&message, 0);
+        dispatch(item, state, workers, stats)?;
     }
     Ok(())
+}
+
+/// Exactly-once's consume loop: like [`consume`], but events go into transactions, which are
+/// ended by size or age, and offsets are committed by them alone.
+fn consume_transactional(
+    consumer: &SourceConsumer,
+    settings: &PipelineSettings,
+    transactions: &Transactions,
+    state: &Arc<Mutex<AckState>>,
+    workers: &[SyncSender<WorkItem>],
+    stats: &Stats,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let end_by = || Instant::now() + transaction::WRITE_TIMEOUT;
+    while !stop.load(Ordering::Relaxed) {
+        let in_flight = {
+            let mut state = lock(state);
+            state.drain();
+            state.tracker.in_flight()
+        };
+        stats.in_flight.store(in_flight as u64, Ordering::Relaxed);
+        if transactions.due(in_flight, settings.max_in_flight) {
+            transactions.finish(consumer, &mut lock(state), end_by())?;
+        }
+        let message = consumer.poll(transactions.poll_timeout(Duration::from_millis(50)));
+        if let Some(e) = transactions.take_fatal() {
+            return Err(e);
+        }
+        // An abort (possibly inside that poll's rebalance callback) rewinds its partitions; a
+        // message of one of them is from before the rewind and comes again.
+        let rewinds = transactions.take_rewinds();
+        if !rewinds.is_empty() {
+            transaction::rewind(consumer, &settings.source_topic, &rewinds);
+        }
+        let message = match message {
+            None => continue,
+            Some(Err(e)) => {
+                tracing::warn!("consumer error: {e}");
+                continue;
+            }
+            Some(Ok(message)) if rewinds.contains_key(&message.partition()) => continue,
+            Some(Ok(message)) => message,
+        };
+        let generation = transactions.admit(message.partition(), message.offset())?;
+        dispatch(work_item(&message, generation), state, workers, stats)?;
+    }
+    let deadline = Instant::now() + settings.shutdown_timeout;
+    transactions.finish(consumer, &mut lock(state), deadline)
+}
+
+/// A consumed record, copied out of librdkafka's buffer for a routing thread.
+fn work_item(message: &rdkafka::message::BorrowedMessage<'_>, generation: u64) -> WorkItem {
+    WorkItem {
+        partition: message.partition(),
+        offset: message.offset(),
+        timestamp_ms: message.timestamp().to_millis(),
+        key: message.key().map(<[u8]>::to_vec),
+        // A tombstone (null value) is decoded as empty input and dead-lettered.
+        value: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        headers: message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| Header {
+                        key: h.key.to_owned(),
+                        value: h.value.map(<[u8]>::to_vec),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        generation,
+    }
+}
+
+/// Tracks an item and hands it to its partition's routing thread.
+fn dispatch(
+    item: WorkItem,
+    state: &Mutex<AckState>,
+    workers: &[SyncSender<WorkItem>],
+    stats: &Stats,
+) -> anyhow::Result<()> {
+    lock(state).tracker.track(item.partition, item.offset);
+    stats.consumed.fetch_add(1, Ordering::Relaxed);
+    let worker = &workers[item.partition.rem_euclid(workers.len() as i32) as usize];
+    worker
+        .send(item)
+        .map_err(|_| anyhow::anyhow!("a routing thread stopped unexpectedly"))
 }
 
 fn set_paused(consumer: &SourceConsumer, pause: bool) {

@@ -6,7 +6,7 @@
 //! so their writes are handed to the producer in order.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 
 use crate::bindings::{Header, SourceRecord};
@@ -14,7 +14,8 @@ use crate::deadletter::DeadLetterReason;
 use crate::event;
 use crate::event::Event;
 use crate::kafka::producer::{OutRecord, Producer};
-use crate::pipeline::inflight::InFlightEvent;
+use crate::pipeline::inflight::{Ack, InFlightEvent};
+use crate::pipeline::transaction::TransactionFaults;
 use crate::plugin::{Outcome, RouteEvent};
 use crate::stats::Stats;
 
@@ -27,6 +28,8 @@ pub struct WorkItem {
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
     pub headers: Vec<Header>,
+    /// The generation it was consumed in (see [`Ack`]).
+    pub generation: u64,
 }
 
 /// What every routing thread shares.
@@ -35,11 +38,22 @@ pub struct WorkerShared {
     pub source_topic: Arc<str>,
     pub dead_letter_topic: Arc<str>,
     pub producer: Producer,
-    pub acks: Sender<(i32, i64)>,
+    pub acks: Sender<Ack>,
     pub stats: Arc<Stats>,
     /// Set at shutdown: events not yet routed are left unacknowledged (and so uncommitted), so
     /// the drain is bounded by one event per thread rather than by the queue's depth.
+    /// Exactly-once never sets it: its last transaction is small, and is better committed
+    /// than aborted and routed again by the partition's next owner.
     pub stop: Arc<std::sync::atomic::AtomicBool>,
+    /// The current generation: an item of an older one belongs to an aborted transaction and
+    /// is skipped.
+    pub generation: Arc<AtomicU64>,
+    /// Items taken off the queue and dealt with (routed, dead-lettered, filtered or skipped):
+    /// exactly-once waits for every item it dispatched before it ends a transaction.
+    pub handled: Arc<AtomicU64>,
+    /// Exactly-once: events whose write failed for good in an aborted transaction, to be
+    /// dead-lettered when they come round again.
+    pub faults: Option<Arc<TransactionFaults>>,
     /// Creates missing destination topics, when configured to.
     pub topics: Option<Arc<crate::kafka::admin::TopicCreator>>,
 }
@@ -53,9 +67,12 @@ pub fn run(mut router: Box<dyn RouteEvent>, shared: WorkerShared, items: Receive
         if shared.stop.load(Ordering::Relaxed) {
             return;
         }
-        busy.start(&shared.stats);
-        route_one(router.as_mut(), &shared, item);
-        busy.stop();
+        if item.generation == shared.generation.load(Ordering::Acquire) {
+            busy.start(&shared.stats);
+            route_one(router.as_mut(), &shared, item);
+            busy.stop();
+        }
+        shared.handled.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -67,19 +84,26 @@ fn route_one(router: &mut dyn RouteEvent, shared: &WorkerShared, item: WorkItem)
         key,
         value,
         headers,
+        generation,
     } = item;
-    let (outcome, key, raw) = match event::parse(&value) {
-        Err(e) => {
-            let reason = DeadLetterReason::MalformedEvent(e.to_string());
-            (
-                Outcome::DeadLetter {
-                    reason,
-                    plugin: None,
-                },
-                key,
-                value,
-            )
-        }
+    let failed_before = shared
+        .faults
+        .as_ref()
+        .and_then(|faults| faults.failed_write(partition, offset));
+    let parsed = match failed_before {
+        // Routing it again would fail the same way and abort every transaction it joins.
+        Some(reason) => Err(reason),
+        None => event::parse(&value).map_err(|e| DeadLetterReason::MalformedEvent(e.to_string())),
+    };
+    let (outcome, key, raw) = match parsed {
+        Err(reason) => (
+            Outcome::DeadLetter {
+                reason,
+                plugin: None,
+            },
+            key,
+            value,
+        ),
         Ok(parsed) => {
             let source = SourceRecord {
                 topic: shared.source_topic.to_string(),
@@ -108,6 +132,7 @@ fn route_one(router: &mut dyn RouteEvent, shared: &WorkerShared, item: WorkItem)
             // After `route`, the version that routed this event (a swap may just have happened).
             router.version(),
             shared.dead_letter_topic.clone(),
+            generation,
             writes,
             shared.acks.clone(),
         )
@@ -133,7 +158,11 @@ fn route_one(router: &mut dyn RouteEvent, shared: &WorkerShared, item: WorkItem)
         }
         Outcome::Filtered => {
             shared.stats.filtered.fetch_add(1, Ordering::Relaxed);
-            let _ = shared.acks.send((partition, offset));
+            let _ = shared.acks.send(Ack {
+                partition,
+                offset,
+                generation,
+            });
         }
         Outcome::DeadLetter { reason, plugin } => {
             shared.stats.record_dead_letter(reason.kind());

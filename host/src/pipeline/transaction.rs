@@ -1,0 +1,451 @@
+//! Exactly-once delivery: consume → route → produce inside Kafka transactions, with the source
+//! offsets committed by the same transaction (KIP-98), fenced by the consumer group's
+//! generation (KIP-447).
+//!
+//! A transaction spans a batch of events, closed by count or age ([`TransactionSettings`]).
+//! The consumer thread drives it: it begins the transaction at the batch's first event,
+//! dispatches events to the routing threads as at-least-once does, and to end the batch waits
+//! until every dispatched event is acknowledged (all its writes, dead letters included,
+//! confirmed by the broker), then sends the offsets after the batch with the group's metadata
+//! and commits. A `read_committed` reader sees either every write of the batch or none.
+//!
+//! What can go wrong, and what happens:
+//! - a plugin fails on an event: a dead letter, written in the same transaction (no abort);
+//! - a write fails (broker down too long, a record refused): the transaction can't commit. It
+//!   is aborted, the batch's partitions are rewound to where it began, and the events are
+//!   routed again in a new transaction. An event whose routed write was refused for good (too
+//!   large, topic refused) is remembered ([`TransactionFaults`]) and dead-lettered the second
+//!   time, so one bad event can't abort transactions for ever;
+//! - a partition is revoked (rebalance): the open transaction is committed first (or aborted if
+//!   it can't be), so the partition's next owner starts exactly after what was committed;
+//! - this replica was fenced (another producer with the same transactional id, or the group
+//!   moved on without it): a fatal error. The pipeline stops and fanout exits non-zero, so
+//!   Kubernetes restarts the pod, which joins the group afresh.
+//!
+//! After an abort, acknowledgements of the discarded writes may still arrive. Each abort starts
+//! a new generation; events carry theirs, and acknowledgements or faults of an older one are
+//! ignored ([`crate::pipeline::inflight::Ack`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::consumer::Consumer as _;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::Producer as _;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::config::TransactionSettings;
+use crate::deadletter::DeadLetterReason;
+use crate::kafka::consumer::{AckState, SourceConsumer};
+use crate::kafka::producer::Producer;
+use crate::lock;
+use crate::pipeline::inflight::{InFlightEvent, WriteKind};
+use crate::stats::Stats;
+
+/// Longest a transaction waits for its writes before it gives up and aborts. librdkafka fails a
+/// write itself after `message.timeout.ms` (capped by `transaction.timeout.ms`, 60 s by
+/// default); this bounds the wait when that is set higher, and keeps the consumer polling well
+/// within `max.poll.interval.ms`.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Timeout of one transactional call to the broker (retried while it is retriable).
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Write failures of the open transaction, reported by the producer's delivery callback.
+#[derive(Debug)]
+pub struct TransactionFaults {
+    generation: Arc<AtomicU64>,
+    failed: AtomicBool,
+    first_failure: Mutex<Option<String>>,
+    /// Events whose routed write was refused for good, with the reason they are dead-lettered
+    /// for when they are routed again. Entries are few (each is a refused record) and small.
+    failed_writes: Mutex<HashMap<(i32, i64), DeadLetterReason>>,
+}
+
+impl TransactionFaults {
+    pub fn new(generation: Arc<AtomicU64>) -> Self {
+        Self {
+            generation,
+            failed: AtomicBool::new(false),
+            first_failure: Mutex::default(),
+            failed_writes: Mutex::default(),
+        }
+    }
+
+    /// A write failed; its transaction must abort. Purges (an abort discarding queued writes)
+    /// are not news, nor is a failure in an already-aborted generation, except that a write
+    /// refused for good is remembered whenever it is reported: its event would fail the same way
+    /// next time.
+    pub fn record(
+        &self,
+        event: &InFlightEvent,
+        kind: WriteKind,
+        topic: &str,
+        error: &KafkaError,
+        permanent: bool,
+    ) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+        ) {
+            return;
+        }
+        if kind == WriteKind::Route && permanent {
+            lock(&self.failed_writes).insert(
+                (event.partition, event.offset),
+                DeadLetterReason::ProduceFailed {
+                    topic: topic.to_owned(),
+                    error: error.to_string(),
+                },
+            );
+        }
+        if event.generation() != self.generation.load(Ordering::Acquire) {
+            return;
+        }
+        lock(&self.first_failure).get_or_insert_with(|| {
+            format!(
+                "writing partition {} offset {} to {topic}: {error}",
+                event.partition, event.offset
+            )
+        });
+        self.failed.store(true, Ordering::Release);
+    }
+
+    /// Why an earlier transaction could not write this event, if one couldn't.
+    pub fn failed_write(&self, partition: i32, offset: i64) -> Option<DeadLetterReason> {
+        lock(&self.failed_writes).get(&(partition, offset)).cloned()
+    }
+
+    fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    fn reset(&self) -> Option<String> {
+        self.failed.store(false, Ordering::Release);
+        lock(&self.first_failure).take()
+    }
+}
+
+/// The open transaction's batch.
+#[derive(Debug, Default)]
+struct Batch {
+    open_since: Option<Instant>,
+    events: usize,
+    /// Where each partition of the batch began: where to rewind it if the batch is aborted.
+    start_offsets: BTreeMap<i32, i64>,
+    /// Rewinds owed after an abort inside the rebalance callback, applied by the poll loop.
+    rewinds: BTreeMap<i32, i64>,
+    /// Items handed to routing threads since start; [`Transactions::handled`] counts those done.
+    dispatched: u64,
+}
+
+/// How a transactional call failed.
+enum CallError {
+    /// The transaction can't go on; abort it and process its events again.
+    Abort(String),
+    /// The producer is unusable (fenced): stop.
+    Fatal(anyhow::Error),
+}
+
+/// The transaction coordinator, shared by the poll loop and the rebalance callback (both on the
+/// consumer thread).
+pub struct Transactions {
+    producer: Producer,
+    source_topic: String,
+    settings: TransactionSettings,
+    stats: Arc<Stats>,
+    faults: Arc<TransactionFaults>,
+    generation: Arc<AtomicU64>,
+    handled: Arc<AtomicU64>,
+    batch: Mutex<Batch>,
+    /// A fatal error met inside the rebalance callback, which can't return it.
+    fatal: Mutex<Option<anyhow::Error>>,
+}
+
+impl Transactions {
+    pub fn new(
+        producer: Producer,
+        source_topic: &str,
+        settings: TransactionSettings,
+        stats: Arc<Stats>,
+        faults: Arc<TransactionFaults>,
+        generation: Arc<AtomicU64>,
+        handled: Arc<AtomicU64>,
+    ) -> Self {
+        Self {
+            producer,
+            source_topic: source_topic.to_owned(),
+            settings,
+            stats,
+            faults,
+            generation,
+            handled,
+            batch: Mutex::default(),
+            fatal: Mutex::default(),
+        }
+    }
+
+    /// Registers the transactional id with the broker, which aborts whatever a previous
+    /// instance with the same id left open (a replica killed mid-transaction), and fences it.
+    /// Retried while the brokers are unreachable, until `stop`.
+    pub fn init(&self, stop: &AtomicBool) -> anyhow::Result<()> {
+        loop {
+            match self.producer.client().init_transactions(CALL_TIMEOUT) {
+                Ok(()) => {
+                    tracing::info!(
+                        transactional_id = %self.settings.transactional_id,
+                        max_events = self.settings.max_events,
+                        max_ms = self.settings.max_duration.as_millis() as u64,
+                        "exactly-once: transactions ready"
+                    );
+                    return Ok(());
+                }
+                Err(KafkaError::Transaction(e)) if e.is_retriable() && !e.is_fatal() => {
+                    tracing::warn!("initialising transactions: {e}; retrying");
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "initialising transactions for transactional id {:?}",
+                            self.settings.transactional_id
+                        )
+                    });
+                }
+            }
+            if stop.load(Ordering::Relaxed) {
+                anyhow::bail!("stopped before transactions could be initialised");
+            }
+        }
+    }
+
+    /// Makes room for one more event in the open transaction, beginning one if needed, and
+    /// returns the generation to route it in.
+    pub fn admit(&self, partition: i32, offset: i64) -> anyhow::Result<u64> {
+        let mut batch = lock(&self.batch);
+        if batch.open_since.is_none() {
+            self.producer
+                .client()
+                .begin_transaction()
+                .context("beginning a transaction")?;
+            batch.open_since = Some(Instant::now());
+        }
+        batch.start_offsets.entry(partition).or_insert(offset);
+        batch.events += 1;
+        batch.dispatched += 1;
+        Ok(self.generation.load(Ordering::Acquire))
+    }
+
+    /// Whether the open transaction has reached its size or age, or the pipeline its in-flight
+    /// limit.
+    pub fn due(&self, in_flight: usize, max_in_flight: usize) -> bool {
+        let batch = lock(&self.batch);
+        batch.open_since.is_some_and(|since| {
+            batch.events >= self.settings.max_events
+                || since.elapsed() >= self.settings.max_duration
+                || in_flight >= max_in_flight
+        })
+    }
+
+    /// How long the poll loop may wait for a message before the open transaction is due.
+    pub fn poll_timeout(&self, idle: Duration) -> Duration {
+        let batch = lock(&self.batch);
+        batch.open_since.map_or(idle, |since| {
+            self.settings
+                .max_duration
+                .saturating_sub(since.elapsed())
+                .min(idle)
+        })
+    }
+
+    /// Ends the open transaction: commits it once every event is written, or aborts it (and
+    /// owes rewinds of its partitions) if a write failed or `deadline` passes first. `Err` only
+    /// when the producer can't go on (fenced).
+    pub fn finish(
+        &self,
+        consumer: &SourceConsumer,
+        state: &mut AckState,
+        deadline: Instant,
+    ) -> anyhow::Result<()> {
+        let mut batch = lock(&self.batch);
+        if batch.open_since.is_none() {
+            return Ok(());
+        }
+        let outcome = match self.wait_for_writes(state, &batch, deadline) {
+            Ok(()) => self.commit(consumer, state),
+            Err(why) => Err(CallError::Abort(why)),
+        };
+        match outcome {
+            Ok(()) => {
+                self.stats
+                    .transactions_committed
+                    .fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .committed_offsets
+                    .fetch_add(batch.start_offsets.len() as u64, Ordering::Relaxed);
+                batch.open_since = None;
+                batch.events = 0;
+                batch.start_offsets.clear();
+                Ok(())
+            }
+            Err(CallError::Abort(why)) => self.abort(state, &mut batch, &why),
+            Err(CallError::Fatal(e)) => Err(e),
+        }
+    }
+
+    /// Waits until every dispatched event is routed and acknowledged; `Err` says why not.
+    fn wait_for_writes(
+        &self,
+        state: &mut AckState,
+        batch: &Batch,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        loop {
+            state.drain();
+            if self.faults.has_failed() {
+                return Err("a write failed".to_owned());
+            }
+            if self.handled.load(Ordering::Acquire) >= batch.dispatched
+                && state.tracker.in_flight() == 0
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{} events still unwritten after waiting {:?}",
+                    state.tracker.in_flight(),
+                    WRITE_TIMEOUT
+                ));
+            }
+            state.wait(Duration::from_millis(5));
+        }
+    }
+
+    fn commit(&self, consumer: &SourceConsumer, state: &mut AckState) -> Result<(), CallError> {
+        let positions = state.tracker.take_committable();
+        if !positions.is_empty() {
+            let mut offsets = TopicPartitionList::with_capacity(positions.len());
+            for (partition, offset) in positions {
+                offsets
+                    .add_partition_offset(&self.source_topic, partition, Offset::Offset(offset))
+                    .map_err(|e| CallError::Abort(format!("listing offsets: {e}")))?;
+            }
+            let group = consumer.group_metadata().ok_or_else(|| {
+                CallError::Abort("the consumer has no group metadata yet".to_owned())
+            })?;
+            retry("sending offsets to the transaction", || {
+                self.producer
+                    .client()
+                    .send_offsets_to_transaction(&offsets, &group, CALL_TIMEOUT)
+            })?;
+        }
+        retry("committing the transaction", || {
+            self.producer.client().commit_transaction(CALL_TIMEOUT)
+        })
+    }
+
+    fn abort(&self, state: &mut AckState, batch: &mut Batch, why: &str) -> anyhow::Result<()> {
+        // Routing threads skip what is still queued for the old generation; wait for the item
+        // each may be routing (a plugin call is bounded by its deadline), so that nothing of
+        // the old generation is sent after the abort, into the next transaction.
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let give_up = Instant::now() + WRITE_TIMEOUT;
+        while self.handled.load(Ordering::Acquire) < batch.dispatched {
+            if Instant::now() >= give_up {
+                anyhow::bail!(
+                    "a routing thread has not finished its event for {WRITE_TIMEOUT:?}; \
+                     stopping rather than letting it write into the next transaction"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        loop {
+            match self.producer.client().abort_transaction(CALL_TIMEOUT) {
+                Ok(()) => break,
+                Err(KafkaError::Transaction(e)) if e.is_retriable() && !e.is_fatal() => {
+                    tracing::warn!("aborting the transaction: {e}; retrying");
+                }
+                Err(e) => {
+                    return Err(e).context(
+                        "aborting a transaction failed; this replica can't write any more",
+                    );
+                }
+            }
+        }
+        let failure = self.faults.reset();
+        for partition in batch.start_offsets.keys() {
+            state.tracker.forget(*partition);
+        }
+        state.drain(); // acknowledgements of the old generation: ignored
+        self.stats
+            .transactions_aborted
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            events = batch.events,
+            partitions = ?batch.start_offsets.keys().collect::<Vec<_>>(),
+            "transaction aborted ({why}{}); its events will be routed again",
+            failure.map(|f| format!(": {f}")).unwrap_or_default()
+        );
+        let start_offsets = std::mem::take(&mut batch.start_offsets);
+        batch.rewinds.extend(start_offsets);
+        batch.open_since = None;
+        batch.events = 0;
+        Ok(())
+    }
+
+    /// Rewinds owed by an abort: each partition goes back to where its aborted batch began.
+    pub fn take_rewinds(&self) -> BTreeMap<i32, i64> {
+        std::mem::take(&mut lock(&self.batch).rewinds)
+    }
+
+    /// Revoked partitions are no longer ours to rewind.
+    pub fn forget(&self, partitions: &[i32]) {
+        let mut batch = lock(&self.batch);
+        for partition in partitions {
+            batch.rewinds.remove(partition);
+        }
+    }
+
+    /// Keeps a fatal error met where it can't be returned (the rebalance callback).
+    pub fn set_fatal(&self, error: anyhow::Error) {
+        lock(&self.fatal).get_or_insert(error);
+    }
+
+    pub fn take_fatal(&self) -> Option<anyhow::Error> {
+        lock(&self.fatal).take()
+    }
+}
+
+/// Calls a transactional operation, again while it fails retriably.
+fn retry(what: &str, mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), CallError> {
+    let deadline = Instant::now() + WRITE_TIMEOUT;
+    loop {
+        match call() {
+            Ok(()) => return Ok(()),
+            Err(KafkaError::Transaction(e)) if e.is_fatal() => {
+                return Err(CallError::Fatal(anyhow::anyhow!(
+                    "{what}: {e} (fatal: this replica was fenced or can't use transactions)"
+                )));
+            }
+            Err(KafkaError::Transaction(e))
+                if e.is_retriable() && !e.txn_requires_abort() && Instant::now() < deadline =>
+            {
+                tracing::debug!("{what}: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(CallError::Abort(format!("{what}: {e}"))),
+        }
+    }
+}
+
+/// Seeks each partition back to `offset`; one that was revoked meanwhile is skipped.
+pub fn rewind(consumer: &SourceConsumer, topic: &str, rewinds: &BTreeMap<i32, i64>) {
+    for (&partition, &offset) in rewinds {
+        match consumer.seek(topic, partition, Offset::Offset(offset), CALL_TIMEOUT) {
+            Ok(()) => tracing::debug!(partition, offset, "rewound after an abort"),
+            Err(e) => tracing::warn!(partition, offset, "rewinding after an abort: {e}"),
+        }
+    }
+}
