@@ -273,8 +273,19 @@ impl Transactions {
         if batch.open_since.is_none() {
             return Ok(());
         }
+        let ending = Instant::now();
         let outcome = match self.wait_for_writes(state, &batch, deadline) {
-            Ok(()) => self.commit(consumer, state),
+            Ok(()) => {
+                let written = ending.elapsed();
+                let outcome = self.commit(consumer, state);
+                tracing::debug!(
+                    events = batch.events,
+                    waited_for_writes_ms = written.as_secs_f64() * 1e3,
+                    committing_ms = (ending.elapsed() - written).as_secs_f64() * 1e3,
+                    "transaction ended"
+                );
+                outcome
+            }
             Err(why) => Err(CallError::Abort(why)),
         };
         match outcome {
