@@ -182,6 +182,59 @@ fn killed_mid_stream_and_restarted_loses_nothing() {
 }
 
 #[test]
+fn sigterm_with_full_routing_queues_exits_zero_within_the_shutdown_timeout() {
+    // Plugin calls that run to their deadline hold the routing threads while the consumer fills
+    // their queues. At SIGTERM those queued events are left unrouted. The drain must not wait
+    // for acknowledgements they will never get: it used to wait out shutdown_timeout_ms, then
+    // 10 s more while closing the consumer, and a late hand-over could exit 2.
+    let looping = &support::lines("events/hostile.jsonl")[0];
+    let mut source = Vec::new();
+    for i in 0..16 {
+        let mut envelope: serde_json::Value = serde_json::from_slice(looping).unwrap();
+        envelope["event"]["metadata"]["name"] = format!("loop-{i}").into();
+        source.push(kafka::SourceRecord {
+            key: Some(format!("loop-{i}").into_bytes()),
+            value: serde_json::to_vec(&envelope).unwrap(),
+        });
+    }
+    source.extend(kafka::workload(20_000, 10));
+    let kafka = kafka::start_kafka(8, &source);
+    let bootstrap = kafka.bootstrap_servers();
+    kafka::produce(&bootstrap, SOURCE, &source);
+    let plugins = support::plugin_set_dir(&["hostile"], &[]);
+
+    let service = Service::start(|c| {
+        c.args(["--bootstrap-servers", &bootstrap, "--group-id", "sigterm"])
+            .args(["--workers", "2", "--deadline-ms", "1000"])
+            .arg("--plugins")
+            .arg(plugins.path());
+    });
+    service.wait_for_log("partitions assigned", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(3));
+    let signalled = Instant::now();
+    let (status, log) = service.terminate();
+    let took = signalled.elapsed();
+    assert!(status.success(), "exit 0 after SIGTERM: {status}\n{log}");
+    let done = log
+        .lines()
+        .find(|l| l.contains("final commit done"))
+        .unwrap_or_else(|| panic!("no final commit:\n{log}"));
+    let abandoned: u64 = done
+        .split("abandoned=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no abandoned count: {done}"));
+    assert!(abandoned > 0, "the queues were full at the signal: {done}");
+    // 30 s is shutdown_timeout_ms's default, the promise made to Kubernetes' grace period.
+    assert!(
+        took < Duration::from_secs(30),
+        "took {took:?} against a 30 s shutdown timeout:\n{log}"
+    );
+    println!("SIGTERM with full queues: exited 0 in {took:?}; {done}");
+}
+
+#[test]
 fn two_replicas_share_the_partitions_and_one_takes_over() {
     let source = kafka::workload(20_000, 10);
     let kafka = kafka::start_kafka(8, &source);

@@ -140,6 +140,7 @@ pub fn run(
     let (ack_tx, ack_rx) = channel();
     let generation = Arc::new(AtomicU64::new(0));
     let handled = Arc::new(AtomicU64::new(0));
+    let abandoned = Arc::new(AtomicU64::new(0));
     let state = Arc::new(Mutex::new(AckState::new(
         ack_rx,
         generation.clone(),
@@ -208,6 +209,7 @@ pub fn run(
         },
         generation,
         handled,
+        abandoned: abandoned.clone(),
         faults,
         topics,
         source_topic: settings.source_topic.as_str().into(),
@@ -266,16 +268,22 @@ pub fn run(
     }
     if transactions.is_none() {
         let mut state = lock(&state);
-        while state.tracker.in_flight() > 0 && Instant::now() < deadline {
+        // Events the routing threads left unrouted will never be acknowledged: wait only for
+        // those whose writes are out.
+        let abandoned = abandoned.load(Ordering::Acquire) as usize;
+        while state.tracker.in_flight() > abandoned && Instant::now() < deadline {
             state.wait(Duration::from_millis(10));
         }
         state.drain();
         let unfinished = state.tracker.in_flight();
         state.store(&consumer, &settings.source_topic);
         match consumer::commit_sync(&consumer) {
-            Ok(()) => tracing::info!(unfinished, "final commit done"),
+            Ok(()) => tracing::info!(unfinished, abandoned, "final commit done"),
             Err(e) => tracing::warn!("final commit failed: {e}"),
         }
+        // Closing the consumer revokes its partitions; what is left would only make that wait
+        // for acknowledgements that are not coming.
+        state.tracker.forget_all();
     }
     producer.stop_retries();
     retry_thread.join();

@@ -90,6 +90,12 @@ impl OffsetTracker {
             .map_or(0, |w| w.pending.len())
     }
 
+    /// Stops tracking every partition (at shutdown, once the final commit is done).
+    pub fn forget_all(&mut self) {
+        self.partitions.clear();
+        self.in_flight = 0;
+    }
+
     /// Stops tracking a revoked partition. Its committable offset, if any, is returned so it can
     /// still be committed before the partition is handed over.
     pub fn forget(&mut self, partition: i32) -> Option<i64> {
@@ -178,6 +184,17 @@ mod tests {
         assert_eq!(t.in_flight(), 1);
         t.ack(0, 40);
         assert_eq!(t.take_committable(), [(0, 41)]);
+    }
+
+    #[test]
+    fn forgetting_everything_leaves_nothing_in_flight() {
+        let mut t = OffsetTracker::new();
+        t.track(0, 1);
+        t.track(3, 7);
+        t.forget_all();
+        assert_eq!((t.in_flight(), t.in_flight_for(3)), (0, 0));
+        t.ack(3, 7);
+        assert_eq!(t.take_committable(), []);
     }
 
     #[test]

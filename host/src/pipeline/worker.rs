@@ -41,7 +41,10 @@ pub struct WorkerShared {
     pub acks: Sender<Ack>,
     pub stats: Arc<Stats>,
     /// Set at shutdown: events not yet routed are left unacknowledged (and so uncommitted), so
-    /// the drain is bounded by one event per thread rather than by the queue's depth.
+    /// the drain is bounded by one event per thread rather than by the queue's depth. The
+    /// thread still takes what it is sent until the channel closes, counting it in
+    /// `abandoned`, so the consumer's last sends never fail and the drain knows not to wait
+    /// for those events.
     /// Exactly-once never sets it: its last transaction is small, and is better committed
     /// than aborted and routed again by the partition's next owner.
     pub stop: Arc<std::sync::atomic::AtomicBool>,
@@ -51,6 +54,8 @@ pub struct WorkerShared {
     /// Items taken off the queue and dealt with (routed, dead-lettered, filtered or skipped):
     /// exactly-once waits for every item it dispatched before it ends a transaction.
     pub handled: Arc<AtomicU64>,
+    /// Items left unrouted because of the shutdown.
+    pub abandoned: Arc<AtomicU64>,
     /// Exactly-once: events whose write failed for good in an aborted transaction, to be
     /// dead-lettered when they come round again.
     pub faults: Option<Arc<TransactionFaults>>,
@@ -65,9 +70,8 @@ pub fn run(mut router: Box<dyn RouteEvent>, shared: WorkerShared, items: Receive
     let busy = shared.stats.routing_thread();
     for item in items {
         if shared.stop.load(Ordering::Relaxed) {
-            return;
-        }
-        if item.generation == shared.generation.load(Ordering::Acquire) {
+            shared.abandoned.fetch_add(1, Ordering::Release);
+        } else if item.generation == shared.generation.load(Ordering::Acquire) {
             busy.start(&shared.stats);
             route_one(router.as_mut(), &shared, item);
             busy.stop();
