@@ -154,6 +154,7 @@ pub enum Lang {
 
 /// `fanout mock-broker`.
 #[derive(Debug, Args)]
+#[command(after_long_help = MOCK_BROKER_CONTROL_HELP)]
 pub struct MockBrokerArgs {
     /// Brokers in the cluster, on 127.0.0.1 with ports chosen by the system.
     #[arg(long, default_value_t = 1)]
@@ -165,7 +166,43 @@ pub struct MockBrokerArgs {
     /// name and renamed, so a reader never sees half of it).
     #[arg(long)]
     pub port_file: Option<PathBuf>,
+    /// Take fault-injection commands while running: `stdin` reads one command per line from
+    /// standard input and answers each on standard output (the commands are listed in --help).
+    /// The end of standard input then stops the cluster.
+    #[arg(long, value_enum)]
+    pub control: Option<MockBrokerControl>,
 }
+
+/// Where `fanout mock-broker` takes fault-injection commands from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MockBrokerControl {
+    Stdin,
+}
+
+const MOCK_BROKER_CONTROL_HELP: &str = "\
+Fault control (--control stdin): one command per line on standard input, one answer per line on
+standard output, `ok <what was done>` or `error <what is wrong>`. Empty lines and lines starting
+with `#` get no answer. The end of standard input stops the cluster, so it never outlives the
+process driving it. Broker ids run from 1 to --brokers; `all` means every broker.
+
+  broker-down ID|all                 close the broker's connections and refuse new ones; its
+                                     partitions keep it as their leader (no failover), so their
+                                     clients wait for it, as for a crashed broker
+  broker-up ID|all                   accept connections again, on the same port
+  request-errors API COUNT ERROR     fail the next COUNT requests of API, from any client, with
+                                     ERROR, without executing them; e.g.
+                                       request-errors Produce 5 NOT_LEADER_FOR_PARTITION
+                                       request-errors OffsetCommit 3 COORDINATOR_NOT_AVAILABLE
+                                     ERROR is a Kafka error name as librdkafka spells it (or its
+                                     number); _TRANSPORT closes the connection instead
+  clear-request-errors API           drop the errors still queued for API
+  create-topic NAME PARTITIONS       create a topic (the mock has no CreateTopics request)
+  stop                               stop the cluster and exit 0
+  help                               list the commands, the APIs and a few errors
+
+APIs: Produce, Fetch, ListOffsets, Metadata, OffsetCommit, OffsetFetch, FindCoordinator,
+JoinGroup, Heartbeat, LeaveGroup, SyncGroup, ApiVersion, InitProducerId, OffsetForLeaderEpoch,
+AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, TxnOffsetCommit.";
 
 /// `fanout demo`.
 #[derive(Debug, Args)]
@@ -366,10 +403,207 @@ fn mock_broker(args: MockBrokerArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     println!("mock Kafka cluster ({} brokers): {bootstrap}", args.brokers);
+    // The cluster handle is not Send: commands are read on a thread of their own and carried
+    // out here, on the thread that owns it.
+    let commands = match args.control {
+        Some(MockBrokerControl::Stdin) => Some(read_control_lines()?),
+        None => None,
+    };
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
+        let Some(commands) = &commands else {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        let line = match commands.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => line,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break, // end of input
+        };
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let answer = mock_broker_command(&kafka, line);
+        let stopping = answer == MockBrokerAnswer::Stop;
+        {
+            use std::io::Write as _;
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "{answer}")
+                .and_then(|()| stdout.flush())
+                .context("answering a control command")?;
+        }
+        if stopping {
+            break;
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Standard input, line by line, on a thread of its own. Bytes that are not UTF-8 are replaced
+/// (and the command then refused), never fatal. The channel closes at the end of input.
+fn read_control_lines() -> anyhow::Result<std::sync::mpsc::Receiver<String>> {
+    let (lines, commands) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("mock-broker-control".into())
+        .spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match stdin.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        if lines
+                            .send(String::from_utf8_lossy(&line).into_owned())
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+        .context("starting the control reader")?;
+    Ok(commands)
+}
+
+/// The one-line answer to a control command.
+#[derive(Debug, PartialEq, Eq)]
+enum MockBrokerAnswer {
+    Done(String),
+    Refused(String),
+    Stop,
+}
+
+impl std::fmt::Display for MockBrokerAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Done(what) => write!(f, "ok {what}"),
+            // One line, whatever the error said.
+            Self::Refused(why) => write!(f, "error {}", why.replace('\n', " ")),
+            Self::Stop => f.write_str("ok stopping"),
+        }
+    }
+}
+
+/// Carries out one control command (see `MOCK_BROKER_CONTROL_HELP`).
+fn mock_broker_command(kafka: &crate::demo::EmbeddedKafka, line: &str) -> MockBrokerAnswer {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let result = match words.as_slice() {
+        ["broker-down", id] => parse_broker(id).and_then(|id| {
+            kafka
+                .broker_down(id)
+                .map(|()| format!("{} down", broker_label(id)))
+                .map_err(|e| format!("{e:#}"))
+        }),
+        ["broker-up", id] => parse_broker(id).and_then(|id| {
+            kafka
+                .broker_up(id)
+                .map(|()| format!("{} up", broker_label(id)))
+                .map_err(|e| format!("{e:#}"))
+        }),
+        ["request-errors", api, count, error] => inject_request_errors(kafka, api, count, error),
+        ["clear-request-errors", api] => parse_api(api).map(|api| {
+            kafka.clear_request_errors(api);
+            format!("no more injected {api:?} errors")
+        }),
+        ["create-topic", name, partitions] => create_topic_command(kafka, name, partitions),
+        ["stop"] => return MockBrokerAnswer::Stop,
+        ["help"] => Ok(format!(
+            "commands: broker-down ID|all, broker-up ID|all, request-errors API COUNT ERROR, \
+             clear-request-errors API, create-topic NAME PARTITIONS, stop, help; brokers 1 to \
+             {}; APIs: {}; errors e.g. NOT_LEADER_FOR_PARTITION, REQUEST_TIMED_OUT, \
+             COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR, _TRANSPORT",
+            kafka.broker_count(),
+            crate::demo::EmbeddedKafka::api_names().join(", ")
+        )),
+        [command, ..] if MOCK_BROKER_COMMANDS.contains(command) => Err(format!(
+            "wrong arguments for {command} in {line:?}; see help"
+        )),
+        _ => Err(format!("unknown command {line:?}; see help")),
+    };
+    match result {
+        Ok(what) => MockBrokerAnswer::Done(what),
+        Err(why) => MockBrokerAnswer::Refused(why),
+    }
+}
+
+const MOCK_BROKER_COMMANDS: &[&str] = &[
+    "broker-down",
+    "broker-up",
+    "request-errors",
+    "clear-request-errors",
+    "create-topic",
+    "stop",
+    "help",
+];
+
+/// A broker id, or `all` (`None`).
+fn parse_broker(word: &str) -> Result<Option<i32>, String> {
+    match word {
+        "all" => Ok(None),
+        id => id
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("broker id {id:?} is not a number or `all`")),
+    }
+}
+
+fn broker_label(id: Option<i32>) -> String {
+    id.map_or("every broker".to_owned(), |id| format!("broker {id}"))
+}
+
+fn parse_api(word: &str) -> Result<rdkafka::types::RDKafkaApiKey, String> {
+    crate::demo::EmbeddedKafka::api_key(word).ok_or_else(|| {
+        format!(
+            "unknown API {word:?}; the mock serves {}",
+            crate::demo::EmbeddedKafka::api_names().join(", ")
+        )
+    })
+}
+
+/// `request-errors API COUNT ERROR`.
+fn inject_request_errors(
+    kafka: &crate::demo::EmbeddedKafka,
+    api: &str,
+    count: &str,
+    error: &str,
+) -> Result<String, String> {
+    let api = parse_api(api)?;
+    let count: usize = count
+        .parse()
+        .ok()
+        .filter(|n| (1..=100_000).contains(n))
+        .ok_or_else(|| format!("COUNT {count:?} is not a number from 1 to 100000"))?;
+    let code = crate::demo::EmbeddedKafka::error_code(error).ok_or_else(|| {
+        format!(
+            "unknown error {error:?}; use librdkafka's name without RD_KAFKA_RESP_ERR_, e.g. \
+             NOT_LEADER_FOR_PARTITION, or its number"
+        )
+    })?;
+    kafka.request_errors(api, count, code);
+    Ok(format!(
+        "the next {count} {api:?} requests fail with {}",
+        rdkafka::types::RDKafkaErrorCode::from(code)
+    ))
+}
+
+/// `create-topic NAME PARTITIONS`.
+fn create_topic_command(
+    kafka: &crate::demo::EmbeddedKafka,
+    name: &str,
+    partitions: &str,
+) -> Result<String, String> {
+    let partitions: i32 = partitions
+        .parse()
+        .ok()
+        .filter(|n| (1..=10_000).contains(n))
+        .ok_or_else(|| format!("PARTITIONS {partitions:?} is not a number from 1 to 10000"))?;
+    crate::policy::check_topic_name(name).map_err(|e| format!("topic {name:?}: {e}"))?;
+    kafka
+        .create_topic(name, partitions)
+        .map_err(|e| format!("{e:#}"))?;
+    Ok(format!("topic {name} created with {partitions} partitions"))
 }
 
 fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {

@@ -15,7 +15,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaErrorCode, RDKafkaRespErr};
 
 use crate::generate::EventGenerator;
 use crate::pipeline::{self, PipelineSettings, Routing};
@@ -70,12 +70,111 @@ impl EmbeddedKafka {
     }
 
     pub fn create_topic(&self, topic: &str, partitions: i32) -> anyhow::Result<()> {
-        let replication = 3.min(self.bootstrap_servers().split(',').count() as i32);
+        let replication = 3.min(self.broker_count());
         self.cluster
             .create_topic(topic, partitions, replication)
             .with_context(|| format!("creating topic {topic}"))
     }
+
+    /// Brokers in the cluster; their ids are `1..=broker_count()`.
+    pub fn broker_count(&self) -> i32 {
+        self.bootstrap_servers().split(',').count() as i32
+    }
+
+    /// Takes broker `id` down (`None`: every broker): its connections are closed and new ones
+    /// refused. Its partitions keep it as their leader, as a crashed broker's do until a
+    /// controller moves them, so their clients wait for it.
+    pub fn broker_down(&self, id: Option<i32>) -> anyhow::Result<()> {
+        let id = self.broker_id(id)?;
+        self.cluster
+            .broker_down(id)
+            .with_context(|| format!("taking broker {id} down"))
+    }
+
+    /// Lets broker `id` (`None`: every broker) accept connections again, on the same port.
+    pub fn broker_up(&self, id: Option<i32>) -> anyhow::Result<()> {
+        let id = self.broker_id(id)?;
+        self.cluster
+            .broker_up(id)
+            .with_context(|| format!("bringing broker {id} up"))
+    }
+
+    /// librdkafka's id for broker `id`, or -1 for every broker; refuses ids not in the cluster.
+    fn broker_id(&self, id: Option<i32>) -> anyhow::Result<i32> {
+        match id {
+            None => Ok(-1),
+            Some(id) if (1..=self.broker_count()).contains(&id) => Ok(id),
+            Some(id) => anyhow::bail!(
+                "no broker {id}: the brokers are 1 to {}",
+                self.broker_count()
+            ),
+        }
+    }
+
+    /// Makes the next `count` requests of `api`, from any client to any broker, fail with
+    /// `error` without being executed. `_TRANSPORT` closes the connection instead of answering.
+    pub fn request_errors(&self, api: RDKafkaApiKey, count: usize, error: RDKafkaRespErr) {
+        self.cluster.request_errors(api, &vec![error; count]);
+    }
+
+    /// Drops the errors still queued for `api` by [`request_errors`](Self::request_errors).
+    pub fn clear_request_errors(&self, api: RDKafkaApiKey) {
+        self.cluster.clear_request_errors(api);
+    }
+
+    /// The request type called `name` (case-insensitive), among those the mock cluster serves.
+    pub fn api_key(name: &str) -> Option<RDKafkaApiKey> {
+        MOCK_APIS
+            .iter()
+            .copied()
+            .find(|api| format!("{api:?}").eq_ignore_ascii_case(name))
+    }
+
+    /// Names of the request types the mock cluster serves, for help and error messages.
+    pub fn api_names() -> Vec<String> {
+        MOCK_APIS.iter().map(|api| format!("{api:?}")).collect()
+    }
+
+    /// The Kafka error called `name`, as librdkafka names it without its `RD_KAFKA_RESP_ERR_`
+    /// prefix (`NOT_LEADER_FOR_PARTITION`, `_TRANSPORT`; case-insensitive), or its number.
+    pub fn error_code(name: &str) -> Option<RDKafkaRespErr> {
+        if let Ok(number) = name.parse::<i32>() {
+            return RDKafkaRespErr::try_from(number).ok();
+        }
+        let wanted = name.trim_start_matches("RD_KAFKA_RESP_ERR_");
+        // librdkafka's codes run from -200 (its own, negative) to a few hundred (the broker's).
+        (-200..1000)
+            .filter_map(|code| RDKafkaRespErr::try_from(code).ok())
+            .find(|error| {
+                format!("{error:?}")
+                    .strip_prefix("RD_KAFKA_RESP_ERR_")
+                    .is_some_and(|n| n.eq_ignore_ascii_case(wanted))
+            })
+    }
 }
+
+/// The request types librdkafka's mock cluster serves (`rdkafka_mock_handlers.c`), so the only
+/// ones a request error can be injected into.
+const MOCK_APIS: &[RDKafkaApiKey] = &[
+    RDKafkaApiKey::Produce,
+    RDKafkaApiKey::Fetch,
+    RDKafkaApiKey::ListOffsets,
+    RDKafkaApiKey::Metadata,
+    RDKafkaApiKey::OffsetCommit,
+    RDKafkaApiKey::OffsetFetch,
+    RDKafkaApiKey::FindCoordinator,
+    RDKafkaApiKey::JoinGroup,
+    RDKafkaApiKey::Heartbeat,
+    RDKafkaApiKey::LeaveGroup,
+    RDKafkaApiKey::SyncGroup,
+    RDKafkaApiKey::ApiVersion,
+    RDKafkaApiKey::InitProducerId,
+    RDKafkaApiKey::OffsetForLeaderEpoch,
+    RDKafkaApiKey::AddPartitionsToTxn,
+    RDKafkaApiKey::AddOffsetsToTxn,
+    RDKafkaApiKey::EndTxn,
+    RDKafkaApiKey::TxnOffsetCommit,
+];
 
 /// The mock cluster keeps at most 5 MiB per partition and deletes older records (a constant in
 /// librdkafka's mock broker). The demo therefore never lets the backlog of unrouted events grow

@@ -323,3 +323,99 @@ fn a_new_plugin_project_passes_its_own_tests_out_of_the_box() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("must start with a lowercase letter"));
 }
+
+#[test]
+fn mock_broker_takes_fault_commands_on_standard_input_and_refuses_bad_ones() {
+    use std::io::BufRead as _;
+    let mut broker = support::fanout()
+        .args(["mock-broker", "--brokers", "2", "--control", "stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut commands = broker.stdin.take().unwrap();
+    let mut answers = std::io::BufReader::new(broker.stdout.take().unwrap()).lines();
+    let banner = answers.next().unwrap().unwrap();
+    assert!(
+        banner.starts_with("mock Kafka cluster (2 brokers): "),
+        "{banner}"
+    );
+    let mut ask = |command: &str| {
+        writeln!(commands, "{command}").unwrap();
+        answers.next().unwrap().unwrap()
+    };
+    for (command, answer) in [
+        ("broker-down 2", "ok broker 2 down"),
+        ("broker-up 2", "ok broker 2 up"),
+        ("broker-down all", "ok every broker down"),
+        ("broker-up all", "ok every broker up"),
+        (
+            "request-errors Produce 5 NOT_LEADER_FOR_PARTITION",
+            "ok the next 5 Produce requests fail with NotLeaderForPartition",
+        ),
+        (
+            "request-errors offsetcommit 3 COORDINATOR_NOT_AVAILABLE",
+            "ok the next 3 OffsetCommit requests fail with CoordinatorNotAvailable",
+        ),
+        (
+            "clear-request-errors Produce",
+            "ok no more injected Produce errors",
+        ),
+        (
+            "create-topic late 3",
+            "ok topic late created with 3 partitions",
+        ),
+        // Refused, with what is wrong, and the broker carries on.
+        ("broker-down 3", "error no broker 3: the brokers are 1 to 2"),
+        (
+            "request-errors Gossip 1 _TRANSPORT",
+            "error unknown API \"Gossip\"",
+        ),
+        (
+            "request-errors Produce 1 NO_SUCH_ERROR",
+            "error unknown error \"NO_SUCH_ERROR\"",
+        ),
+        (
+            "request-errors Produce 0 _TRANSPORT",
+            "error COUNT \"0\" is not a number",
+        ),
+        ("create-topic bad/name 1", "error topic \"bad/name\""),
+        ("broker-down", "error wrong arguments for broker-down"),
+        ("reboot", "error unknown command \"reboot\""),
+    ] {
+        let got = ask(command);
+        assert!(got.starts_with(answer), "{command:?}: {got:?}");
+    }
+    // The brokers still serve: a client that is not ours sees the topic made above.
+    let bootstrap = banner.rsplit(' ').next().unwrap();
+    let metadata = Command::new("kcat")
+        .args(["-b", bootstrap, "-L", "-t", "late"])
+        .output()
+        .expect("kcat is installed by `make setup`");
+    assert!(
+        String::from_utf8_lossy(&metadata.stdout).contains("topic \"late\" with 3 partitions"),
+        "{}",
+        String::from_utf8_lossy(&metadata.stdout)
+    );
+    assert_eq!(ask("stop"), "ok stopping");
+    assert!(broker.wait().unwrap().success());
+
+    // The end of standard input stops it too, so it never outlives its driver.
+    let mut orphan = support::fanout()
+        .args(["mock-broker", "--control", "stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(orphan.stdin.take());
+    let started = std::time::Instant::now();
+    while orphan.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "mock-broker did not stop at the end of its input"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(orphan.wait().unwrap().success());
+}
