@@ -7,7 +7,7 @@ CARGO ?= cargo
 PLUGIN_TARGET_DIR := target/plugins
 PLUGIN_OUT := $(PLUGIN_TARGET_DIR)/wasm32-wasip2/release
 
-.PHONY: setup setup-cargo-component plugins demo test lint validate-deploy bench chaos
+.PHONY: setup setup-cargo-component plugins demo test lint validate-deploy supply-chain bench chaos
 
 # Everything a fresh machine lacks. Idempotent and quick when already done.
 # Debian packages: kcat, a Kafka client that is not ours, which the tests use on both ends;
@@ -52,10 +52,16 @@ lint: setup
 validate-deploy:
 	.ci/validate-deploy
 
+# cargo-deny (installed once, about 2.5 minutes): licences, bans and sources of the whole
+# dependency tree against deny.toml. Advisories need a local copy of the RustSec database
+# (FANOUT_ADVISORY_DB=DIR), since CI can't reach its git host; see .ci/deny.
+supply-chain:
+	.ci/deny
+
 # The pipeline benchmark's CI setting (20k events, every contender, every record checked) runs
 # under `cargo test`, which builds it without `--bench`. The chaos run's CI setting (50k
 # events; tests/chaos/main.rs) is one of the tests `cargo test --workspace` runs.
-test: lint validate-deploy setup-cargo-component
+test: lint validate-deploy supply-chain setup-cargo-component
 	$(CARGO) test --workspace
 	$(CARGO) test -p fanout --bench pipeline
 
