@@ -384,7 +384,7 @@ fn consume_transactional(
         // message of one of them is from before the rewind and comes again.
         let rewinds = transactions.take_rewinds();
         if !rewinds.is_empty() {
-            transaction::rewind(consumer, &settings.source_topic, &rewinds);
+            transaction::rewind(consumer, &settings.source_topic, &rewinds)?;
         }
         let message = match message {
             None => continue,

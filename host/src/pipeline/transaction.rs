@@ -451,12 +451,20 @@ fn retry(what: &str, mut call: impl FnMut() -> Result<(), KafkaError>) -> Result
     }
 }
 
-/// Seeks each partition back to `offset`; one that was revoked meanwhile is skipped.
-pub fn rewind(consumer: &SourceConsumer, topic: &str, rewinds: &BTreeMap<i32, i64>) {
+/// Seeks each partition back to `offset`. A failed seek would silently skip the aborted
+/// events, so it is fatal: the restarted process resumes from the committed offsets.
+pub fn rewind(
+    consumer: &SourceConsumer,
+    topic: &str,
+    rewinds: &BTreeMap<i32, i64>,
+) -> anyhow::Result<()> {
     for (&partition, &offset) in rewinds {
-        match consumer.seek(topic, partition, Offset::Offset(offset), CALL_TIMEOUT) {
-            Ok(()) => tracing::debug!(partition, offset, "rewound after an abort"),
-            Err(e) => tracing::warn!(partition, offset, "rewinding after an abort: {e}"),
-        }
+        consumer
+            .seek(topic, partition, Offset::Offset(offset), CALL_TIMEOUT)
+            .with_context(|| {
+                format!("rewinding partition {partition} to {offset} after an abort")
+            })?;
+        tracing::debug!(partition, offset, "rewound after an abort");
     }
+    Ok(())
 }
