@@ -298,6 +298,23 @@ fn offsets_reader(bootstrap: &str, group: &str) -> BaseConsumer {
         .unwrap()
 }
 
+/// Feeds `source` on a thread, never more than `backlog` records ahead of what `group` has
+/// committed, so a small test cluster is never asked to hold the whole workload.
+fn feed_ahead_of_commits(
+    bootstrap: &str,
+    source: &[kafka::SourceRecord],
+    group: &str,
+    backlog: u64,
+) -> std::thread::JoinHandle<()> {
+    let reader = offsets_reader(bootstrap, group);
+    kafka::produce_paced(
+        bootstrap,
+        source.to_vec(),
+        move || committed(&reader) as u64,
+        backlog,
+    )
+}
+
 fn wait_for_committed(reader: &BaseConsumer, want: i64, timeout: Duration, service: &Service) {
     let started = Instant::now();
     loop {
@@ -322,15 +339,7 @@ fn killed_mid_transaction_five_times_every_event_arrives_exactly_once() {
     let topics = kafka::output_topics(&source);
     let plugins = support::plugin_set_dir(&["by_namespace"], &[]);
     let group = "eos-kill";
-    let feeder = {
-        let reader = offsets_reader(&bootstrap, group);
-        kafka::produce_paced(
-            &bootstrap,
-            source.clone(),
-            move || committed(&reader) as u64,
-            20_000,
-        )
-    };
+    let feeder = feed_ahead_of_commits(&bootstrap, &source, group, 20_000);
     let progress = offsets_reader(&bootstrap, group);
 
     let mut service = replica(&bootstrap, group, plugins.path(), "eos-kill-replica");
@@ -374,15 +383,7 @@ fn a_rebalance_between_two_replicas_under_load_duplicates_nothing() {
     let topics = kafka::output_topics(&source);
     let plugins = support::plugin_set_dir(&["by_namespace"], &[]);
     let group = "eos-pair";
-    let feeder = {
-        let reader = offsets_reader(&bootstrap, group);
-        kafka::produce_paced(
-            &bootstrap,
-            source.clone(),
-            move || committed(&reader) as u64,
-            10_000,
-        )
-    };
+    let feeder = feed_ahead_of_commits(&bootstrap, &source, group, 10_000);
     let progress = offsets_reader(&bootstrap, group);
 
     let a = replica(&bootstrap, group, plugins.path(), "eos-pair-a");
