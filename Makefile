@@ -7,7 +7,7 @@ CARGO ?= cargo
 PLUGIN_TARGET_DIR := target/plugins
 PLUGIN_OUT := $(PLUGIN_TARGET_DIR)/wasm32-wasip2/release
 
-.PHONY: setup setup-cargo-component plugins demo test lint validate-deploy supply-chain bench chaos
+.PHONY: setup setup-cargo-component setup-kafka plugins demo test lint validate-deploy supply-chain bench chaos
 
 # Everything a fresh machine lacks. Idempotent and quick when already done.
 # Debian packages: kcat, a Kafka client that is not ours, which the tests use on both ends;
@@ -29,6 +29,11 @@ setup-cargo-component: setup
 	rustup target add wasm32-wasip1
 	cargo-component --version 2>/dev/null | grep -qx "cargo-component $(CARGO_COMPONENT_VERSION)" \
 		|| $(CARGO) install cargo-component --locked --version $(CARGO_COMPONENT_VERSION)
+
+# Apache Kafka's jars from Maven Central, for the tests that need a real cluster
+# (tests/kafka-cluster): once, into ~/.cache/fanout/kafka-VERSION (about 10 s; Java 17 and Maven).
+setup-kafka:
+	.ci/setup-kafka
 
 # The example plugins, built the way users build theirs.
 plugins: setup
@@ -61,7 +66,7 @@ supply-chain:
 # The pipeline benchmark's CI setting (20k events, every contender, every record checked) runs
 # under `cargo test`, which builds it without `--bench`. The chaos run's CI setting (50k
 # events; tests/chaos/main.rs) is one of the tests `cargo test --workspace` runs.
-test: lint validate-deploy supply-chain setup-cargo-component
+test: lint validate-deploy supply-chain setup-cargo-component setup-kafka
 	$(CARGO) test --workspace
 	$(CARGO) test -p fanout --bench pipeline
 
@@ -69,7 +74,7 @@ test: lint validate-deploy supply-chain setup-cargo-component
 # takes about 10 minutes, at 1,700 events/s). The report is written to target/chaos/report.*
 # FANOUT_CHAOS_SEED=N replays a run's plan. (FANOUT_CHAOS_DELIVERY=exactly-once needs a broker with
 # transactions; on the mock cluster it stops at once and says why.)
-chaos: setup
+chaos: setup setup-kafka
 	FANOUT_CHAOS=full $(CARGO) test --release -p fanout --test chaos
 
 bench: plugins
