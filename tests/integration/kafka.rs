@@ -67,13 +67,25 @@ pub fn produce_paced(
     acknowledged: impl Fn() -> u64 + Send + 'static,
     backlog: u64,
 ) -> JoinHandle<()> {
+    produce_paced_to(bootstrap, SOURCE, records, acknowledged, backlog)
+}
+
+/// [`produce_paced`] to `topic`.
+pub fn produce_paced_to(
+    bootstrap: &str,
+    topic: &str,
+    records: Vec<SourceRecord>,
+    acknowledged: impl Fn() -> u64 + Send + 'static,
+    backlog: u64,
+) -> JoinHandle<()> {
     let bootstrap = bootstrap.to_owned();
+    let topic = topic.to_owned();
     std::thread::spawn(move || {
         for (i, chunk) in records.chunks(1000).enumerate() {
             while (i as u64 * 1000) > acknowledged() + backlog {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            produce(&bootstrap, SOURCE, chunk);
+            produce(&bootstrap, &topic, chunk);
         }
     })
 }
@@ -143,13 +155,15 @@ pub fn produce(bootstrap: &str, topic: &str, records: &[SourceRecord]) {
 }
 
 /// Reads back every destination topic of `source` (its namespaces and the dead-letter topic)
-/// until `source.len()` records have come and the topics stay quiet.
+/// until `source.len()` records have come, to every partition's high watermark.
 pub fn read_outputs(bootstrap: &str, source: &[SourceRecord], timeout: Duration) -> Vec<Received> {
     read_all(bootstrap, &output_topics(source), source.len(), timeout)
 }
 
-/// Reads every record of `topics` from the beginning until `want` records are read and no more
-/// arrive for a short while, or until `timeout`.
+/// Reads every record of `topics` from the beginning to each partition's high watermark, again
+/// and again until at least `want` records are read or `timeout` passes. It never stops at a
+/// quiet spell: a round ends only when every partition's position has reached the end offset
+/// taken at its start.
 pub fn read_all(
     bootstrap: &str,
     topics: &[String],
@@ -160,7 +174,9 @@ pub fn read_all(
 }
 
 /// [`read_all`] at an `isolation.level`: `read_committed` (librdkafka's default) hides the
-/// writes of aborted transactions, `read_uncommitted` shows them.
+/// writes of aborted transactions, `read_uncommitted` shows them. (librdkafka moves a
+/// partition's position past transaction markers, so a `read_committed` reader reaches the
+/// high watermark once no transaction is open.)
 pub fn read_all_with(
     bootstrap: &str,
     topics: &[String],
@@ -188,14 +204,30 @@ pub fn read_all_with(
         }
     }
     consumer.assign(&list).unwrap();
+    let partitions: Vec<(String, i32)> = list
+        .elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect();
     let started = Instant::now();
     let mut out = Vec::new();
-    let mut quiet_since = Instant::now();
-    while started.elapsed() < timeout {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                quiet_since = Instant::now();
-                out.push(Received {
+    loop {
+        let ends: HashMap<(String, i32), i64> = partitions
+            .iter()
+            .filter_map(|(topic, partition)| {
+                let (low, high) = consumer
+                    .fetch_watermarks(topic, *partition, Duration::from_secs(10))
+                    .unwrap_or_else(|e| panic!("watermarks of {topic}/{partition}: {e}"));
+                // An empty partition has no position to reach.
+                (high > low).then(|| ((topic.clone(), *partition), high))
+            })
+            .collect();
+        while !at_ends(&consumer, &ends) {
+            if started.elapsed() > timeout {
+                return out;
+            }
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => out.push(Received {
                     topic: m.topic().to_owned(),
                     partition: m.partition(),
                     offset: m.offset(),
@@ -215,16 +247,26 @@ pub fn read_all_with(
                                 .collect()
                         })
                         .unwrap_or_default(),
-                });
+                }),
+                Some(Err(e)) => panic!("verifier consumer: {e}"),
+                None => {}
             }
-            Some(Err(e)) => panic!("verifier consumer: {e}"),
-            None if out.len() >= want && quiet_since.elapsed() > Duration::from_millis(500) => {
-                break;
-            }
-            None => {}
         }
+        if out.len() >= want || started.elapsed() > timeout {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
-    out
+}
+
+/// Whether `consumer`'s position in every partition of `ends` has reached its end offset.
+fn at_ends(consumer: &BaseConsumer, ends: &HashMap<(String, i32), i64>) -> bool {
+    let positions = consumer.position().unwrap();
+    ends.iter().all(|((topic, partition), &end)| {
+        positions
+            .find_partition(topic, *partition)
+            .is_some_and(|p| matches!(p.offset(), Offset::Offset(o) if o >= end))
+    })
 }
 
 /// Settings for an in-process pipeline against `bootstrap`.
@@ -304,6 +346,24 @@ impl RunningPipeline {
 /// Checks every source record reached its expected place at least once, with its exact bytes
 /// and key. Returns the number of duplicates (records delivered more than once).
 pub fn reconcile(source: &[SourceRecord], received: &[Received]) -> usize {
+    reconcile_with(source, received, DEAD_LETTER)
+}
+
+/// [`reconcile`] with the dead letters in `dead_letter`.
+pub fn reconcile_with(source: &[SourceRecord], received: &[Received], dead_letter: &str) -> usize {
+    reconcile_by(source, received, |record| match expected(record) {
+        Expected::Topic(topic) => topic,
+        Expected::DeadLetter(_) => dead_letter.to_owned(),
+    })
+}
+
+/// [`reconcile`] for any router: `destination` names the one topic each source record belongs
+/// in (its dead-letter topic included).
+pub fn reconcile_by(
+    source: &[SourceRecord],
+    received: &[Received],
+    destination: impl Fn(&SourceRecord) -> String,
+) -> usize {
     /// Where a record is, and what it is: (topic, key, value).
     type Placement<'a> = (String, Option<&'a [u8]>, &'a [u8]);
     let mut delivered: HashMap<Placement<'_>, usize> = HashMap::new();
@@ -314,10 +374,7 @@ pub fn reconcile(source: &[SourceRecord], received: &[Received]) -> usize {
     }
     let mut wanted: HashMap<Placement<'_>, usize> = HashMap::new();
     for record in source {
-        let topic = match expected(record) {
-            Expected::Topic(topic) => topic,
-            Expected::DeadLetter(_) => DEAD_LETTER.to_owned(),
-        };
+        let topic = destination(record);
         *wanted
             .entry((topic, record.key.as_deref(), record.value.as_slice()))
             .or_default() += 1;
@@ -327,7 +384,16 @@ pub fn reconcile(source: &[SourceRecord], received: &[Received]) -> usize {
     for (placement, want) in &wanted {
         let got = delivered.get(placement).copied().unwrap_or(0);
         if got < *want {
-            lost.push((placement.0.clone(), want - got));
+            // Where the record went instead, if anywhere, and why (a dead letter's reason).
+            let instead: Vec<String> = received
+                .iter()
+                .filter(|r| r.value == placement.2 && r.topic != placement.0)
+                .map(|r| match r.headers.get("fanout-reason") {
+                    Some(reason) => format!("{} ({reason})", r.topic),
+                    None => r.topic.clone(),
+                })
+                .collect();
+            lost.push((placement.0.clone(), want - got, instead));
         }
         duplicates += got.saturating_sub(*want);
     }
@@ -338,7 +404,7 @@ pub fn reconcile(source: &[SourceRecord], received: &[Received]) -> usize {
         .collect();
     assert!(
         lost.is_empty(),
-        "{} source records lost, e.g. {:?}",
+        "{} source records lost (expected topic, missing copies, found instead in), e.g. {:?}",
         lost.len(),
         &lost[..lost.len().min(5)]
     );
@@ -352,6 +418,11 @@ pub fn reconcile(source: &[SourceRecord], received: &[Received]) -> usize {
 
 /// Every destination topic the workload can produce to, plus the dead-letter topic.
 pub fn output_topics(source: &[SourceRecord]) -> Vec<String> {
+    output_topics_with(source, DEAD_LETTER)
+}
+
+/// [`output_topics`] with the dead letters in `dead_letter`.
+pub fn output_topics_with(source: &[SourceRecord], dead_letter: &str) -> Vec<String> {
     let mut topics: Vec<String> = source
         .iter()
         .filter_map(|r| match expected(r) {
@@ -359,7 +430,7 @@ pub fn output_topics(source: &[SourceRecord]) -> Vec<String> {
             Expected::DeadLetter(_) => None,
         })
         .collect();
-    topics.push(DEAD_LETTER.into());
+    topics.push(dead_letter.into());
     topics.sort();
     topics.dedup();
     topics

@@ -2,6 +2,7 @@
 //! `fanout` binary. One test binary (ripgrep's layout) with shared helpers in `support`.
 
 mod alerts;
+mod apache_kafka;
 mod atomic_writer;
 mod atomic_writer_tests;
 mod authoring;

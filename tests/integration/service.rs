@@ -85,6 +85,16 @@ impl Service {
         self.child.wait().unwrap();
     }
 
+    /// SIGSTOP: frozen, as in a long GC pause or on a stalled node; [`Self::resume`] thaws it.
+    pub fn pause(&self) {
+        kafka_cluster::signal(&self.child, rustix::process::Signal::STOP).unwrap();
+    }
+
+    /// SIGCONT.
+    pub fn resume(&self) {
+        kafka_cluster::signal(&self.child, rustix::process::Signal::CONT).unwrap();
+    }
+
     /// Waits for the process to exit by itself.
     pub fn wait_for_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let started = Instant::now();
@@ -132,9 +142,9 @@ impl Drop for Service {
     }
 }
 
-/// Counts the records currently in `topics` (reading from the beginning).
+/// Counts the records currently in `topics` (reading each partition to its high watermark).
 pub fn count(bootstrap: &str, topics: &[String]) -> usize {
-    kafka::read_all(bootstrap, topics, usize::MAX, Duration::from_secs(3)).len()
+    kafka::read_all(bootstrap, topics, 0, Duration::from_secs(30)).len()
 }
 
 pub fn wait_for_count(bootstrap: &str, topics: &[String], want: usize, timeout: Duration) {
