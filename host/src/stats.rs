@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use rdkafka::statistics::Statistics;
 
 use crate::lock;
@@ -17,7 +18,9 @@ pub const MAX_TOPICS: usize = 1000;
 #[derive(Debug)]
 pub struct Stats {
     pub consumed: AtomicU64,
-    /// Events whose every write is confirmed (or that were filtered).
+    /// Events whose every write is confirmed (or that were filtered). Exactly-once counts them
+    /// when their transaction commits: an aborted batch's events are routed again, and counted
+    /// then.
     pub acknowledged: AtomicU64,
     pub routed: AtomicU64,
     pub filtered: AtomicU64,
@@ -27,6 +30,8 @@ pub struct Stats {
     /// Exactly-once: transactions committed, and aborted (their events are processed again).
     pub transactions_committed: AtomicU64,
     pub transactions_aborted: AtomicU64,
+    /// Exactly-once: how long each abort took, from the decision to the broker's answer.
+    pub abort_seconds: Histogram,
     /// Times the consumer paused because `max_in_flight` events were in flight.
     pub pauses: AtomicU64,
     /// Events consumed and not yet acknowledged (a gauge).
@@ -34,8 +39,13 @@ pub struct Stats {
     dead_letters: Mutex<BTreeMap<&'static str, u64>>,
     produced: Mutex<BTreeMap<String, u64>>,
     dead_letters_written: AtomicU64,
+    aborts_by_cause: Mutex<BTreeMap<&'static str, u64>>,
+    /// Why the pipeline can't do its work, by what found it (for `/readyz`).
+    unready: Mutex<BTreeMap<&'static str, String>>,
     clients: Mutex<ClientReport>,
     routing_threads: Mutex<Vec<Arc<Busy>>>,
+    /// The Kafka clients' connection errors, logged once per cause.
+    pub client_errors: crate::kafka::ClientErrors,
     epoch: Instant,
 }
 
@@ -51,13 +61,18 @@ impl Default for Stats {
             commit_failures: AtomicU64::default(),
             transactions_committed: AtomicU64::default(),
             transactions_aborted: AtomicU64::default(),
+            // 1 ms to about 65 s.
+            abort_seconds: Histogram::new(exponential_buckets(0.001, 4.0, 9)),
             pauses: AtomicU64::default(),
             in_flight: AtomicU64::default(),
             dead_letters: Mutex::default(),
             produced: Mutex::default(),
             dead_letters_written: AtomicU64::default(),
+            aborts_by_cause: Mutex::default(),
+            unready: Mutex::default(),
             clients: Mutex::default(),
             routing_threads: Mutex::default(),
+            client_errors: crate::kafka::ClientErrors::default(),
             epoch: Instant::now(),
         }
     }
@@ -112,6 +127,32 @@ impl Stats {
         } else {
             *produced.entry("other".to_owned()).or_default() += 1;
         }
+    }
+
+    /// Exactly-once: a transaction was aborted because of `cause`, which took `took`.
+    pub fn record_abort(&self, cause: &'static str, took: Duration) {
+        self.transactions_aborted.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.aborts_by_cause).entry(cause).or_default() += 1;
+        self.abort_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Aborted transactions, by cause.
+    pub fn aborts_by_cause(&self) -> BTreeMap<&'static str, u64> {
+        lock(&self.aborts_by_cause).clone()
+    }
+
+    /// Says why the pipeline can't do its work, as `what` found it (`None`: it can again).
+    pub fn set_unready(&self, what: &'static str, why: Option<String>) {
+        let mut unready = lock(&self.unready);
+        match why {
+            Some(why) => unready.insert(what, why),
+            None => unready.remove(what),
+        };
+    }
+
+    /// Every reason the pipeline has given for not being able to work.
+    pub fn unready(&self) -> Vec<String> {
+        lock(&self.unready).values().cloned().collect()
     }
 
     pub fn record_produce_error(&self) {

@@ -1,13 +1,19 @@
-//! Creating missing destination topics through the Admin API, instead of relying on the
+//! The Admin API: which topics exist, and creating the missing ones, instead of relying on the
 //! broker's auto-create (often disabled, and never configurable per topic).
 //!
-//! Known topics are cached: the cluster's existing topics are read once at start, and each topic
-//! is created at most once. A failed creation is logged and retried no more than once a minute;
-//! the write itself goes ahead, and if the topic truly does not exist the write fails and the
-//! event is dead-lettered, so nothing is lost or stuck.
+//! [`Admin`] answers one topic at a time ([`Admin::presence`], from Metadata, which may let a
+//! broker that creates topics on demand create it, as a producer's write would) and creates one
+//! ([`Admin::create`]). What a missing topic means is the pipeline's business: the source and
+//! dead-letter topics are checked by [`crate::pipeline::topics`], and destinations by
+//! [`TopicCreator`].
+//!
+//! [`TopicCreator`] caches known topics: the cluster's existing topics are read once at start,
+//! and each topic is created at most once. A failed creation is logged and retried no more than
+//! once a minute; the write itself goes ahead, and if the topic truly does not exist the write
+//! fails and the event is dead-lettered, so nothing is lost or stuck.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use std::time::{Duration, Instant};
 
@@ -16,13 +22,14 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::types::RDKafkaRespErr;
 
 use crate::lock;
 
 /// How long a failed creation is remembered before it is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
 
-/// How long one CreateTopics call may block a routing thread.
+/// How long one CreateTopics call may block its caller.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Settings of created topics.
@@ -34,100 +41,106 @@ pub struct NewTopicSettings {
     pub configs: Vec<(String, String)>,
 }
 
-pub struct TopicCreator {
-    admin: AdminClient<DefaultClientContext>,
-    runtime: tokio::runtime::Runtime,
-    settings: NewTopicSettings,
-    known: Mutex<HashSet<String>>,
-    failed: Mutex<HashMap<String, Instant>>,
-    /// Set when the cluster does not answer CreateTopics at all (timeout, unsupported): every
-    /// creation is skipped until then, so routing threads are not held up topic after topic.
-    paused_until: Mutex<Option<Instant>>,
+/// What the cluster says about one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presence {
+    /// It exists, with this many partitions.
+    Exists { partitions: usize },
+    /// The cluster says it does not exist (and did not create it on demand).
+    Missing,
+    /// The cluster would not say (not authorised to describe it).
+    Hidden(String),
 }
 
-impl TopicCreator {
+/// Why a topic was not created.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CreateError {
+    /// The cluster did not process the request (timeout, unsupported, unreachable).
+    #[error("the cluster did not answer CreateTopics: {0}")]
+    Unanswered(String),
+    /// The cluster refused this topic (policy, authorisation, invalid settings).
+    #[error("the cluster refused to create it: {0}")]
+    Refused(String),
+}
+
+/// An admin client, with the runtime its calls are futures on.
+pub struct Admin {
+    admin: AdminClient<DefaultClientContext>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Admin {
+    /// `properties` are the producer's (security settings included). `broker_may_create`:
+    /// whether asking about a missing topic lets a broker that creates topics on demand
+    /// (`auto.create.topics.enable`) create it, as a producer's first write would.
     pub fn new(
         bootstrap_servers: &str,
         properties: &[(String, String)],
-        settings: NewTopicSettings,
+        broker_may_create: bool,
     ) -> anyhow::Result<Self> {
         let mut config = ClientConfig::new();
         for (key, value) in properties {
             config.set(key, value);
         }
-        config.set("bootstrap.servers", bootstrap_servers);
+        config
+            .set("bootstrap.servers", bootstrap_servers)
+            .set("allow.auto.create.topics", broker_may_create.to_string());
         let admin: AdminClient<DefaultClientContext> = config
             .create()
             .map_err(|e| super::client_error(e, "creating the Kafka admin client"))?;
-        let known = match admin.inner().fetch_metadata(None, Duration::from_secs(10)) {
-            Ok(metadata) => metadata
-                .topics()
-                .iter()
-                .map(|t| t.name().to_owned())
-                .collect(),
-            Err(e) => {
-                tracing::warn!(
-                    "listing topics: {e}; every destination will be checked on first use"
-                );
-                HashSet::new()
-            }
-        };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .context("starting the admin runtime")?;
-        Ok(Self {
-            admin,
-            runtime,
-            settings,
-            known: Mutex::new(known),
-            failed: Mutex::new(HashMap::new()),
-            paused_until: Mutex::new(None),
-        })
+        Ok(Self { admin, runtime })
     }
 
-    /// Makes sure `topic` exists before its first write. Cheap after the first call.
-    pub fn ensure(&self, topic: &str) {
-        if lock(&self.known).contains(topic) {
-            return;
-        }
-        if lock(&self.failed)
-            .get(topic)
-            .is_some_and(|at| at.elapsed() < RETRY_AFTER)
-        {
-            return;
-        }
-        if lock(&self.paused_until).is_some_and(|until| Instant::now() < until) {
-            return;
-        }
-        match self.create(topic) {
-            Ok(()) => {
-                lock(&self.known).insert(topic.to_owned());
-                lock(&self.failed).remove(topic);
+    /// Every topic's name. `Err` when the cluster did not answer within `timeout`.
+    pub fn topic_names(&self, timeout: Duration) -> Result<HashSet<String>, String> {
+        let metadata = self
+            .admin
+            .inner()
+            .fetch_metadata(None, timeout)
+            .map_err(|e| e.to_string())?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_owned())
+            .collect())
+    }
+
+    /// Whether `topic` exists. `Err` when the cluster did not answer within `timeout`.
+    pub fn presence(&self, topic: &str, timeout: Duration) -> Result<Presence, String> {
+        let metadata = self
+            .admin
+            .inner()
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| e.to_string())?;
+        let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            return Ok(Presence::Missing);
+        };
+        match found.error() {
+            None | Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE) => {
+                Ok(Presence::Exists {
+                    partitions: found.partitions().len(),
+                })
             }
-            Err(CreateError::Unanswered(e)) => {
-                tracing::warn!(
-                    topic,
-                    "the cluster did not answer CreateTopics ({e}); not creating topics for {} s, \
-                     writing anyway",
-                    RETRY_AFTER.as_secs()
-                );
-                *lock(&self.paused_until) = Some(Instant::now() + RETRY_AFTER);
-            }
-            Err(CreateError::Refused(e)) => {
-                tracing::warn!(topic, "creating topic failed: {e}; writing to it anyway");
-                lock(&self.failed).insert(topic.to_owned(), Instant::now());
-            }
+            Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => Ok(Presence::Missing),
+            Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) => Ok(
+                Presence::Hidden(RDKafkaErrorCode::TopicAuthorizationFailed.to_string()),
+            ),
+            Some(other) => Err(RDKafkaErrorCode::from(other).to_string()),
         }
     }
 
-    fn create(&self, topic: &str) -> Result<(), CreateError> {
+    /// Creates `topic` with `settings`; one that already exists is not an error.
+    pub fn create(&self, topic: &str, settings: &NewTopicSettings) -> Result<(), CreateError> {
         let mut new = NewTopic::new(
             topic,
-            self.settings.partitions,
-            TopicReplication::Fixed(self.settings.replication_factor),
+            settings.partitions,
+            TopicReplication::Fixed(settings.replication_factor),
         );
-        for (key, value) in &self.settings.configs {
+        for (key, value) in &settings.configs {
             new = new.set(key, value);
         }
         let options = AdminOptions::new().operation_timeout(Some(CREATE_TIMEOUT));
@@ -143,11 +156,7 @@ impl TopicCreator {
             .map_err(|e| CreateError::Unanswered(e.to_string()))?;
         for result in results {
             match result {
-                Ok(_) => tracing::info!(
-                    topic,
-                    partitions = self.settings.partitions,
-                    "topic created"
-                ),
+                Ok(_) => tracing::info!(topic, partitions = settings.partitions, "topic created"),
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((_, code)) => return Err(CreateError::Refused(code.to_string())),
             }
@@ -156,10 +165,101 @@ impl TopicCreator {
     }
 }
 
-/// Why a topic was not created.
-enum CreateError {
-    /// The cluster did not process the request (timeout, unsupported, unreachable).
-    Unanswered(String),
-    /// The cluster refused this topic (policy, authorisation, invalid settings).
-    Refused(String),
+/// Creates missing destination topics before their first write.
+pub struct TopicCreator {
+    admin: Arc<Admin>,
+    settings: NewTopicSettings,
+    known: Mutex<HashSet<String>>,
+    /// Refused topics: when, and the broker's reason.
+    failed: Mutex<HashMap<String, (Instant, String)>>,
+    /// Topics whose CreateTopics is in flight: another thread meeting one waits for its
+    /// outcome instead of sending a second request.
+    creating: Mutex<HashSet<String>>,
+    created: std::sync::Condvar,
+    /// Set when the cluster does not answer CreateTopics at all (timeout, unsupported): every
+    /// creation is skipped until then, so routing threads are not held up topic after topic.
+    paused_until: Mutex<Option<Instant>>,
+}
+
+impl TopicCreator {
+    pub fn new(admin: Arc<Admin>, settings: NewTopicSettings) -> Self {
+        let known = admin
+            .topic_names(Duration::from_secs(10))
+            .unwrap_or_else(|e| {
+                tracing::warn!(
+                    "listing topics: {e}; every destination will be checked on first use"
+                );
+                HashSet::new()
+            });
+        Self {
+            admin,
+            settings,
+            known: Mutex::new(known),
+            failed: Mutex::new(HashMap::new()),
+            creating: Mutex::new(HashSet::new()),
+            created: std::sync::Condvar::new(),
+            paused_until: Mutex::new(None),
+        }
+    }
+
+    /// Makes sure `topic` exists before its first write. Cheap after the first call. `Err`
+    /// with the broker's reason when it refused to create the topic (in the last minute).
+    pub fn ensure(&self, topic: &str) -> Result<(), String> {
+        if lock(&self.known).contains(topic) {
+            return Ok(());
+        }
+        if let Some((at, reason)) = lock(&self.failed).get(topic)
+            && at.elapsed() < RETRY_AFTER
+        {
+            return Err(reason.clone());
+        }
+        if lock(&self.paused_until).is_some_and(|until| Instant::now() < until) {
+            return Ok(());
+        }
+        {
+            let mut creating = lock(&self.creating);
+            if creating.contains(topic) {
+                while creating.contains(topic) {
+                    creating = self
+                        .created
+                        .wait(creating)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+                drop(creating);
+                return match lock(&self.failed).get(topic) {
+                    Some((_, reason)) => Err(reason.clone()),
+                    None => Ok(()),
+                };
+            }
+            creating.insert(topic.to_owned());
+        }
+        let result = match self.admin.create(topic, &self.settings) {
+            Ok(()) => {
+                lock(&self.known).insert(topic.to_owned());
+                lock(&self.failed).remove(topic);
+                Ok(())
+            }
+            Err(CreateError::Unanswered(e)) => {
+                tracing::warn!(
+                    topic,
+                    "the cluster did not answer CreateTopics ({e}); not creating topics for {} s, \
+                     writing anyway",
+                    RETRY_AFTER.as_secs()
+                );
+                *lock(&self.paused_until) = Some(Instant::now() + RETRY_AFTER);
+                Ok(())
+            }
+            Err(CreateError::Refused(e)) => {
+                tracing::warn!(
+                    topic,
+                    "creating topic failed: {e}; its events are dead-lettered"
+                );
+                lock(&self.failed).insert(topic.to_owned(), (Instant::now(), e.clone()));
+                Err(e)
+            }
+        };
+        lock(&self.creating).remove(topic);
+        self.created.notify_all();
+        result
+    }
 }

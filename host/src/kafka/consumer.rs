@@ -36,6 +36,9 @@ pub struct AckState {
     /// Acknowledgements of any other generation are of writes an abort discarded.
     generation: Arc<AtomicU64>,
     stats: Arc<Stats>,
+    /// Exactly-once: acknowledgements are counted only once their transaction commits; these
+    /// are the open transaction's so far.
+    uncommitted: Option<u64>,
 }
 
 impl AckState {
@@ -45,7 +48,18 @@ impl AckState {
             acks,
             generation,
             stats,
+            uncommitted: None,
         }
+    }
+
+    /// Counts acknowledgements only when [`Self::take_uncommitted`] hands them to a commit.
+    pub fn count_at_commit(&mut self) {
+        self.uncommitted.get_or_insert(0);
+    }
+
+    /// The acknowledgements counted since the last call (those of the transaction ending).
+    pub fn take_uncommitted(&mut self) -> u64 {
+        self.uncommitted.as_mut().map_or(0, std::mem::take)
     }
 
     fn apply(&mut self, ack: Ack) {
@@ -53,7 +67,12 @@ impl AckState {
             return;
         }
         self.tracker.ack(ack.partition, ack.offset);
-        self.stats.acknowledged.fetch_add(1, Ordering::Relaxed);
+        match &mut self.uncommitted {
+            Some(uncommitted) => *uncommitted += 1,
+            None => {
+                self.stats.acknowledged.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Applies every acknowledgement received so far.
@@ -114,6 +133,14 @@ impl RebalanceContext {
 }
 
 impl ClientContext for RebalanceContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.stats.client_errors.report("consumer", &error, reason);
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::kafka::log("consumer", level, fac, message);
+    }
+
     fn stats(&self, statistics: rdkafka::statistics::Statistics) {
         self.stats
             .record_consumer_statistics(&statistics, &self.topic);
@@ -238,8 +265,15 @@ pub fn create(
     }
     config
         .set("group.id", settings.group_id)
-        .set("partition.assignment.strategy", "cooperative-sticky")
         .set("enable.auto.offset.store", "false");
+    // KIP-848's protocol assigns on the broker, always incrementally; librdkafka refuses a
+    // client-side strategy with it.
+    let consumer_protocol = settings.properties.iter().any(|(key, value)| {
+        key.eq_ignore_ascii_case("group.protocol") && value.trim().eq_ignore_ascii_case("consumer")
+    });
+    if !consumer_protocol {
+        config.set("partition.assignment.strategy", "cooperative-sticky");
+    }
     if settings.transactions.is_some() {
         // Offsets are committed by the transactions. Reading committed data only also makes
         // the group's offset fetch wait for a pending transactional commit (KIP-447).
@@ -266,4 +300,52 @@ pub fn create(
         .subscribe(&[settings.topic])
         .with_context(|| format!("subscribing to {}", settings.topic))?;
     Ok(consumer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::channel;
+
+    fn ack(offset: i64, generation: u64) -> Ack {
+        Ack {
+            partition: 0,
+            offset,
+            generation,
+        }
+    }
+
+    #[test]
+    fn at_least_once_counts_each_acknowledgement_as_it_comes() {
+        let (tx, rx) = channel();
+        let stats = Arc::new(Stats::default());
+        let mut state = AckState::new(rx, Arc::new(AtomicU64::new(0)), stats.clone());
+        state.tracker.track(0, 0);
+        tx.send(ack(0, 0)).unwrap();
+        state.drain();
+        assert_eq!(stats.acknowledged.load(Ordering::Relaxed), 1);
+        assert_eq!(state.take_uncommitted(), 0);
+    }
+
+    #[test]
+    fn exactly_once_counts_acknowledgements_only_when_handed_to_a_commit() {
+        let (tx, rx) = channel();
+        let stats = Arc::new(Stats::default());
+        let generation = Arc::new(AtomicU64::new(0));
+        let mut state = AckState::new(rx, generation.clone(), stats.clone());
+        state.count_at_commit();
+        for offset in 0..3 {
+            state.tracker.track(0, offset);
+            tx.send(ack(offset, 0)).unwrap();
+        }
+        state.drain();
+        assert_eq!(stats.acknowledged.load(Ordering::Relaxed), 0);
+        assert_eq!(state.take_uncommitted(), 3);
+        assert_eq!(state.take_uncommitted(), 0, "taken once");
+        // An aborted generation's late acknowledgement counts for nothing.
+        generation.store(1, Ordering::Release);
+        tx.send(ack(3, 0)).unwrap();
+        state.drain();
+        assert_eq!(state.take_uncommitted(), 0);
+    }
 }

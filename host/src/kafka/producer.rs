@@ -304,23 +304,43 @@ fn retry_loop(
     }
 }
 
-/// Producer errors after which sending the same record again cannot succeed.
-fn is_permanent(error: &KafkaError) -> bool {
-    use RDKafkaErrorCode as E;
-    matches!(
-        error.rdkafka_error_code(),
-        Some(
-            E::MessageSizeTooLarge
+/// How final a failed write is: what the error says about sending it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Sending it again may succeed (a timeout, a leader change, a broker away).
+    Transient,
+    /// This record can never be written (too large, invalid), or nothing can (the cluster
+    /// refuses this client).
+    Record,
+    /// Nothing can be written to its topic (not authorised, unknown, an invalid name).
+    Topic,
+}
+
+impl Refusal {
+    pub fn of(error: &KafkaError) -> Self {
+        use RDKafkaErrorCode as E;
+        match error.rdkafka_error_code() {
+            Some(E::TopicAuthorizationFailed | E::InvalidTopic | E::UnknownTopic) => Self::Topic,
+            Some(
+                E::MessageSizeTooLarge
                 | E::InvalidMessageSize
                 | E::MessageBatchTooLarge
-                | E::TopicAuthorizationFailed
                 | E::ClusterAuthorizationFailed
-                | E::InvalidTopic
                 | E::InvalidRecord
-                | E::UnknownTopic
-                | E::PolicyViolation
-        )
-    )
+                | E::PolicyViolation,
+            ) => Self::Record,
+            _ => Self::Transient,
+        }
+    }
+
+    /// Sending the same record again cannot succeed.
+    pub fn is_permanent(self) -> bool {
+        self != Self::Transient
+    }
+}
+
+fn is_permanent(error: &KafkaError) -> bool {
+    Refusal::of(error).is_permanent()
 }
 
 /// What to do with a failed write: a permanent failure of a routed write becomes a dead letter
@@ -339,7 +359,7 @@ fn settle_failure(
             token.kind,
             &record.topic,
             error,
-            is_permanent(error),
+            Refusal::of(error),
         );
         return;
     }
@@ -396,6 +416,14 @@ pub struct DeliveryContext {
 }
 
 impl ClientContext for DeliveryContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.stats.client_errors.report("producer", &error, reason);
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::kafka::log("producer", level, fac, message);
+    }
+
     fn stats(&self, statistics: rdkafka::statistics::Statistics) {
         self.stats.record_producer_statistics(&statistics);
     }

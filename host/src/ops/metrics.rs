@@ -43,6 +43,11 @@ pub fn render(state: &Arc<OpsState>) -> String {
         "Duration of one plugin's route call",
         state.latency.0.clone(),
     );
+    registry.register(
+        "fanout_transaction_abort_seconds",
+        "Exactly-once: how long aborting a transaction took, from the decision to the broker's answer",
+        state.stats.abort_seconds.clone(),
+    );
     registry.register_collector(Box::new(Snapshot(state.clone())));
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)
@@ -115,7 +120,7 @@ impl Collector for Snapshot {
         counter(
             e,
             "fanout_events_acknowledged",
-            "Events whose every write is confirmed",
+            "Events whose every write is confirmed (exactly-once: and whose transaction committed)",
             load(&stats.acknowledged),
         )?;
         counter(
@@ -190,6 +195,15 @@ impl Collector for Snapshot {
                 .dead_letters()
                 .into_iter()
                 .map(|(reason, n)| (("reason", reason.to_owned()), ConstCounter::new(n))),
+        )?;
+        family(
+            e,
+            "fanout_transactions_aborted_by_cause",
+            "Exactly-once: transactions aborted, by cause",
+            stats
+                .aborts_by_cause()
+                .into_iter()
+                .map(|(cause, n)| (("cause", cause.to_owned()), ConstCounter::new(n))),
         )?;
         family(
             e,

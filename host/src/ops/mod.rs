@@ -71,7 +71,8 @@ impl OpsState {
     }
 
     /// `Ok` when the service can do its work: plugins loaded, the consumer in its group (with
-    /// partitions or waiting for some), the producer connected to a broker. Else every reason.
+    /// partitions or waiting for some), the producer connected to a broker, and nothing the
+    /// pipeline needs missing (its source and dead-letter topics). Else every reason.
     pub fn readiness(&self) -> Result<(), Vec<String>> {
         let mut reasons = Vec::new();
         match self.routing() {
@@ -92,6 +93,7 @@ impl OpsState {
             Some(_) => reasons.push("the producer is connected to no broker".to_owned()),
             None => reasons.push("the producer has not reported yet".to_owned()),
         }
+        reasons.extend(self.stats.unready());
         if reasons.is_empty() {
             Ok(())
         } else {
@@ -139,4 +141,23 @@ pub struct Status {
     pub clients: ClientReport,
     pub in_flight: u64,
     pub config: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_the_pipeline_finds_missing_makes_it_not_ready() {
+        let stats = Arc::new(Stats::default());
+        let ops = OpsState::new(stats.clone(), String::new(), Duration::from_secs(30));
+        ops.set_routing(RoutingState::Native);
+        let missing = "the dead-letter topic \"dlq\" does not exist".to_owned();
+        stats.set_unready("dead-letter topic", Some(missing.clone()));
+        let reasons = ops.readiness().unwrap_err();
+        assert!(reasons.contains(&missing), "{reasons:?}");
+        stats.set_unready("dead-letter topic", None);
+        let reasons = ops.readiness().unwrap_err();
+        assert!(!reasons.contains(&missing), "{reasons:?}");
+    }
 }

@@ -7,9 +7,14 @@
 //!
 //! Exactly-once keeps that shape; the calling thread also drives the transactions
 //! ([`transaction`]), and commits offsets through them.
+//!
+//! Before anything starts, and all along, [`topics`] checks that the source and dead-letter
+//! topics exist: while one is missing the consumer takes no more events, and if it stays
+//! missing the pipeline stops with an error.
 
 pub mod inflight;
 pub mod offsets;
+pub mod topics;
 pub mod transaction;
 pub mod worker;
 
@@ -30,6 +35,7 @@ use crate::lock;
 use crate::plugin::{PluginEngine, RouteEvent};
 use crate::reload::{LiveRouter, LiveSet};
 use crate::stats::Stats;
+use topics::TopicGuard;
 use transaction::{TransactionFaults, Transactions};
 use worker::{WorkItem, WorkerShared};
 
@@ -130,7 +136,9 @@ impl PipelineSettings {
 /// `shutdown_timeout`; what does not finish in time is simply not committed, and is consumed
 /// again by the next owner of its partition. Exactly-once commits its last transaction instead
 /// (or aborts it, past the timeout). `Err` when the pipeline can't go on, such as a fenced
-/// transactional producer: the process should exit non-zero and be restarted.
+/// transactional producer or a missing dead-letter topic ([`topics::MissingTopic`]): the
+/// process should exit non-zero and be restarted. Stopped before the topics are found, it
+/// returns `Ok` at once.
 pub fn run(
     settings: &PipelineSettings,
     routing: &Routing,
@@ -141,15 +149,18 @@ pub fn run(
     let generation = Arc::new(AtomicU64::new(0));
     let handled = Arc::new(AtomicU64::new(0));
     let abandoned = Arc::new(AtomicU64::new(0));
-    let state = Arc::new(Mutex::new(AckState::new(
-        ack_rx,
-        generation.clone(),
-        stats.clone(),
-    )));
+    let mut acks = AckState::new(ack_rx, generation.clone(), stats.clone());
+    if matches!(settings.delivery, Delivery::ExactlyOnce(_)) {
+        acks.count_at_commit();
+    }
+    let state = Arc::new(Mutex::new(acks));
     let faults = match &settings.delivery {
         Delivery::ExactlyOnce(_) => Some(Arc::new(TransactionFaults::new(generation.clone()))),
         Delivery::AtLeastOnce => None,
     };
+    // The producer exists before the topics are checked: its error callback is what says why
+    // the cluster does not answer (a refused password, an unknown CA), once
+    // ([`crate::kafka::ClientErrors`]); the admin client's errors reach no callback.
     let (producer, retry_thread) = Producer::new(
         &settings.bootstrap_servers,
         &settings.producer_properties,
@@ -163,6 +174,24 @@ pub fn run(
             _ => None,
         },
     )?;
+    // With creation on, fanout creates what is missing with its own settings, not the
+    // broker's defaults.
+    let admin = Arc::new(crate::kafka::admin::Admin::new(
+        &settings.bootstrap_servers,
+        &settings.producer_properties,
+        settings.create_topics.is_none(),
+    )?);
+    let guard = TopicGuard::new(
+        admin.clone(),
+        &settings.source_topic,
+        &settings.dead_letter_topic,
+        settings.create_topics.clone(),
+        stats.clone(),
+    );
+    if !guard.wait_at_start(&stop)? {
+        return Ok(());
+    }
+    let _watcher = guard.watch()?;
     let transactions = match (&settings.delivery, &faults) {
         (Delivery::ExactlyOnce(t), Some(faults)) => {
             let transactions = Arc::new(Transactions::new(
@@ -173,6 +202,7 @@ pub fn run(
                 faults.clone(),
                 generation.clone(),
                 handled.clone(),
+                guard.clone(),
             ));
             transactions.init(&stop)?;
             Some(transactions)
@@ -193,14 +223,12 @@ pub fn run(
         stats.clone(),
     )?;
 
-    let topics = match &settings.create_topics {
-        Some(new_topics) => Some(Arc::new(crate::kafka::admin::TopicCreator::new(
-            &settings.bootstrap_servers,
-            &settings.producer_properties,
+    let topics = settings.create_topics.as_ref().map(|new_topics| {
+        Arc::new(crate::kafka::admin::TopicCreator::new(
+            admin.clone(),
             new_topics.clone(),
-        )?)),
-        None => None,
-    };
+        ))
+    });
     let shared = WorkerShared {
         stop: match &transactions {
             // Never set: the last transaction's events are all routed, then committed.
@@ -251,12 +279,21 @@ pub fn run(
             &senders,
             &stats,
             &stop,
+            &guard,
         ),
-        None => consume(&consumer, settings, &state, &senders, &stats, &stop),
+        None => consume(&consumer, settings, &state, &senders, &stats, &stop, &guard),
     };
 
-    // Drain, in data-flow order.
-    let deadline = Instant::now() + settings.shutdown_timeout;
+    // Drain, in data-flow order. After a failure, briefly: routing threads leave what is
+    // queued, and writes that can't land are not waited for.
+    let deadline = Instant::now()
+        + match &result {
+            Ok(()) => settings.shutdown_timeout,
+            Err(_) => {
+                stop.store(true, Ordering::Relaxed);
+                settings.shutdown_timeout.min(FAILED_DRAIN)
+            }
+        };
     drop(senders);
     for handle in workers {
         if handle.join().is_err() {
@@ -292,6 +329,12 @@ pub fn run(
     result
 }
 
+/// How long the drain may take after the pipeline failed.
+const FAILED_DRAIN: Duration = Duration::from_secs(5);
+
+/// How long the consume loop waits between looks while a topic is missing.
+const HOLD_POLL: Duration = Duration::from_millis(100);
+
 /// How long the pipeline may stay full without polling the consumer before it pauses the
 /// partitions and polls again. Far below `max.poll.interval.ms` (5 minutes by default), after
 /// which a consumer that has not polled leaves its group.
@@ -304,6 +347,7 @@ fn consume(
     workers: &[SyncSender<WorkItem>],
     stats: &Stats,
     stop: &AtomicBool,
+    guard: &TopicGuard,
 ) -> anyhow::Result<()> {
     let mut paused = false;
     let mut full_since: Option<Instant> = None;
@@ -315,6 +359,12 @@ fn consume(
             state.tracker.in_flight()
         };
         stats.in_flight.store(in_flight as u64, Ordering::Relaxed);
+        // A missing topic: take no more events (what is written is still stored and
+        // committed), until it appears or the guard gives up.
+        if guard.hold()? {
+            lock(state).wait(HOLD_POLL);
+            continue;
+        }
         // Backpressure, so memory stays bounded. At the limit, take no more messages and wait
         // for acknowledgements; librdkafka's own prefetch queue (bounded by
         // `queued.max.messages.kbytes`) holds what arrives meanwhile. Pausing the partitions
@@ -343,7 +393,8 @@ fn consume(
         let message = match consumer.poll(Duration::from_millis(if paused { 5 } else { 50 })) {
             None => continue,
             Some(Err(e)) => {
-                tracing::warn!("consumer error: {e}");
+                // The error callback has logged it, with its reason (kafka::ClientErrors).
+                tracing::debug!("consumer error: {e}");
                 continue;
             }
             Some(Ok(message)) => message,
@@ -356,6 +407,7 @@ fn consume(
 
 /// Exactly-once's consume loop: like [`consume`], but events go into transactions, which are
 /// ended by size or age, and offsets are committed by them alone.
+#[allow(clippy::too_many_arguments)]
 fn consume_transactional(
     consumer: &SourceConsumer,
     settings: &PipelineSettings,
@@ -364,6 +416,7 @@ fn consume_transactional(
     workers: &[SyncSender<WorkItem>],
     stats: &Stats,
     stop: &AtomicBool,
+    guard: &TopicGuard,
 ) -> anyhow::Result<()> {
     let end_by = || Instant::now() + transaction::WRITE_TIMEOUT;
     while !stop.load(Ordering::Relaxed) {
@@ -373,6 +426,17 @@ fn consume_transactional(
             state.tracker.in_flight()
         };
         stats.in_flight.store(in_flight as u64, Ordering::Relaxed);
+        // A missing topic: end the open transaction (it commits if all its writes landed;
+        // it does not wait for those that can't) and begin no other, until the topic appears
+        // or the guard gives up. The consumer is not polled meanwhile, well within
+        // `max.poll.interval.ms`; the rewinds an abort owes wait for the next poll.
+        if guard.hold()? {
+            if transactions.is_open() {
+                transactions.finish(consumer, &mut lock(state), end_by())?;
+            }
+            lock(state).wait(HOLD_POLL);
+            continue;
+        }
         if transactions.due(in_flight, settings.max_in_flight) {
             transactions.finish(consumer, &mut lock(state), end_by())?;
         }
@@ -389,7 +453,8 @@ fn consume_transactional(
         let message = match message {
             None => continue,
             Some(Err(e)) => {
-                tracing::warn!("consumer error: {e}");
+                // The error callback has logged it, with its reason (kafka::ClientErrors).
+                tracing::debug!("consumer error: {e}");
                 continue;
             }
             Some(Ok(message)) if rewinds.contains_key(&message.partition()) => continue,

@@ -11,11 +11,19 @@
 //!
 //! What can go wrong, and what happens:
 //! - a plugin fails on an event: a dead letter, written in the same transaction (no abort);
-//! - a write fails (broker down too long, a record refused): the transaction can't commit. It
-//!   is aborted, the batch's partitions are rewound to where it began, and the events are
-//!   routed again in a new transaction. An event whose routed write was refused for good (too
-//!   large, topic refused) is remembered ([`TransactionFaults`]) and dead-lettered the second
-//!   time, so one bad event can't abort transactions for ever;
+//! - a write fails (broker down too long, a record refused): the transaction can't commit. The
+//!   batch's other writes are given a moment to settle, so that every refusal among them is
+//!   reported; then it is aborted, the batch's partitions are rewound to where it began, and
+//!   the events are routed again in a new transaction. An event whose routed write was refused
+//!   for good (too large) is remembered ([`TransactionFaults`]) and dead-lettered the second
+//!   time, so one bad event can't abort transactions for ever; a topic that refuses every write
+//!   (not authorised, unknown) is remembered for [`REFUSED_TOPIC_MEMORY`], and every event
+//!   routed to it meanwhile is dead-lettered without trying, so one batch's refused events cost
+//!   at most one abort;
+//! - the dead-letter (or source) topic is missing ([`crate::pipeline::topics`]): the open
+//!   transaction ends without waiting for writes that can't land, and no other begins;
+//! - the same events are aborted [`MAX_ABORTS_IN_A_ROW`] times without a commit in between:
+//!   the pipeline stops with an error that says why, rather than loop;
 //! - a partition is revoked (rebalance): the open transaction is committed first (or aborted if
 //!   it can't be), so the partition's next owner starts exactly after what was committed;
 //! - this replica was fenced (another producer with the same transactional id, or the group
@@ -40,9 +48,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::config::TransactionSettings;
 use crate::deadletter::DeadLetterReason;
 use crate::kafka::consumer::{AckState, SourceConsumer};
-use crate::kafka::producer::Producer;
+use crate::kafka::producer::{Producer, Refusal};
 use crate::lock;
 use crate::pipeline::inflight::{InFlightEvent, WriteKind};
+use crate::pipeline::topics::TopicGuard;
 use crate::stats::Stats;
 
 /// Longest a transaction waits for its writes before it gives up and aborts. librdkafka fails a
@@ -54,6 +63,44 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Timeout of one transactional call to the broker (retried while it is retriable).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// After a write fails, how long the batch's other writes may take to settle before the abort
+/// (on a healthy cluster they take milliseconds).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a topic that refused a write as a whole is taken at its word: its events are
+/// dead-lettered without trying until then.
+pub const REFUSED_TOPIC_MEMORY: Duration = Duration::from_secs(60);
+
+/// Aborts without a commit in between after which the pipeline stops: remembered refusals mean
+/// a batch needs at most two tries on a healthy cluster, so more is a cluster that can't take
+/// this batch, and a restart (a new producer, a new group member) is the better bet.
+pub const MAX_ABORTS_IN_A_ROW: u32 = 5;
+
+/// Why a transaction was aborted, as the `cause` label of `fanout_transactions_aborted_by_cause`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AbortCause {
+    /// A write of the batch failed (the broker refused it, or it timed out in librdkafka).
+    WriteFailed,
+    /// Writes were still unconfirmed at the deadline.
+    WriteTimeout,
+    /// The dead-letter or source topic is missing.
+    TopicMissing,
+    /// Sending the offsets or committing failed (a stale group generation, a coordinator
+    /// change).
+    CommitFailed,
+}
+
+impl AbortCause {
+    fn label(self) -> &'static str {
+        match self {
+            AbortCause::WriteFailed => "write-failed",
+            AbortCause::WriteTimeout => "write-timeout",
+            AbortCause::TopicMissing => "topic-missing",
+            AbortCause::CommitFailed => "commit-failed",
+        }
+    }
+}
+
 /// Write failures of the open transaction, reported by the producer's delivery callback.
 #[derive(Debug)]
 pub struct TransactionFaults {
@@ -63,6 +110,8 @@ pub struct TransactionFaults {
     /// Events whose routed write was refused for good, with the reason they are dead-lettered
     /// for when they are routed again. Entries are few (each is a refused record) and small.
     failed_writes: Mutex<HashMap<(i32, i64), DeadLetterReason>>,
+    /// Topics that refused a write as a whole: the error, and when.
+    refused_topics: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl TransactionFaults {
@@ -72,20 +121,21 @@ impl TransactionFaults {
             failed: AtomicBool::new(false),
             first_failure: Mutex::default(),
             failed_writes: Mutex::default(),
+            refused_topics: Mutex::default(),
         }
     }
 
     /// A write failed; its transaction must abort. Purges (an abort discarding queued writes)
     /// are not news, nor is a failure in an already-aborted generation, except that a write
     /// refused for good is remembered whenever it is reported: its event would fail the same way
-    /// next time.
+    /// next time, and so would any event routed to a topic that refuses every write.
     pub fn record(
         &self,
         event: &InFlightEvent,
         kind: WriteKind,
         topic: &str,
         error: &KafkaError,
-        permanent: bool,
+        refusal: Refusal,
     ) {
         if matches!(
             error.rdkafka_error_code(),
@@ -93,7 +143,7 @@ impl TransactionFaults {
         ) {
             return;
         }
-        if kind == WriteKind::Route && permanent {
+        if kind == WriteKind::Route && refusal.is_permanent() {
             lock(&self.failed_writes).insert(
                 (event.partition, event.offset),
                 DeadLetterReason::ProduceFailed {
@@ -101,6 +151,21 @@ impl TransactionFaults {
                     error: error.to_string(),
                 },
             );
+        }
+        if kind == WriteKind::Route && refusal == Refusal::Topic {
+            let mut refused = lock(&self.refused_topics);
+            let known = refused
+                .get(topic)
+                .is_some_and(|(_, at)| at.elapsed() < REFUSED_TOPIC_MEMORY);
+            refused.insert(topic.to_owned(), (error.to_string(), Instant::now()));
+            if !known {
+                tracing::warn!(
+                    topic,
+                    "the topic refuses every write ({error}); events routed to it are \
+                     dead-lettered as produce-failed for the next {} s",
+                    REFUSED_TOPIC_MEMORY.as_secs()
+                );
+            }
         }
         if event.generation() != self.generation.load(Ordering::Acquire) {
             return;
@@ -117,6 +182,24 @@ impl TransactionFaults {
     /// Why an earlier transaction could not write this event, if one couldn't.
     pub fn failed_write(&self, partition: i32, offset: i64) -> Option<DeadLetterReason> {
         lock(&self.failed_writes).get(&(partition, offset)).cloned()
+    }
+
+    /// Why a write to `topic` would fail, if the topic recently refused one as a whole.
+    pub fn refused_topic(&self, topic: &str) -> Option<DeadLetterReason> {
+        let mut refused = lock(&self.refused_topics);
+        match refused.get(topic) {
+            Some((error, at)) if at.elapsed() < REFUSED_TOPIC_MEMORY => {
+                Some(DeadLetterReason::ProduceFailed {
+                    topic: topic.to_owned(),
+                    error: error.clone(),
+                })
+            }
+            Some(_) => {
+                refused.remove(topic);
+                None
+            }
+            None => None,
+        }
     }
 
     fn has_failed(&self) -> bool {
@@ -140,12 +223,14 @@ struct Batch {
     rewinds: BTreeMap<i32, i64>,
     /// Items handed to routing threads since start; [`Transactions::handled`] counts those done.
     dispatched: u64,
+    /// Aborts since the last commit: of the same events, routed again.
+    aborts_in_a_row: u32,
 }
 
 /// How a transactional call failed.
 enum CallError {
     /// The transaction can't go on; abort it and process its events again.
-    Abort(String),
+    Abort(AbortCause, String),
     /// The producer is unusable (fenced): stop.
     Fatal(anyhow::Error),
 }
@@ -160,12 +245,15 @@ pub struct Transactions {
     faults: Arc<TransactionFaults>,
     generation: Arc<AtomicU64>,
     handled: Arc<AtomicU64>,
+    /// Whether the source and dead-letter topics exist.
+    topics: Arc<TopicGuard>,
     batch: Mutex<Batch>,
     /// A fatal error met inside the rebalance callback, which can't return it.
     fatal: Mutex<Option<anyhow::Error>>,
 }
 
 impl Transactions {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         producer: Producer,
         source_topic: &str,
@@ -174,6 +262,7 @@ impl Transactions {
         faults: Arc<TransactionFaults>,
         generation: Arc<AtomicU64>,
         handled: Arc<AtomicU64>,
+        topics: Arc<TopicGuard>,
     ) -> Self {
         Self {
             producer,
@@ -183,6 +272,7 @@ impl Transactions {
             faults,
             generation,
             handled,
+            topics,
             batch: Mutex::default(),
             fatal: Mutex::default(),
         }
@@ -260,9 +350,15 @@ impl Transactions {
         })
     }
 
+    /// Whether a transaction is open.
+    pub fn is_open(&self) -> bool {
+        lock(&self.batch).open_since.is_some()
+    }
+
     /// Ends the open transaction: commits it once every event is written, or aborts it (and
-    /// owes rewinds of its partitions) if a write failed or `deadline` passes first. `Err` only
-    /// when the producer can't go on (fenced).
+    /// owes rewinds of its partitions) if a write failed, a topic it needs is missing or
+    /// `deadline` passes first. `Err` when the producer can't go on (fenced), or after
+    /// [`MAX_ABORTS_IN_A_ROW`].
     pub fn finish(
         &self,
         consumer: &SourceConsumer,
@@ -286,13 +382,17 @@ impl Transactions {
                 );
                 outcome
             }
-            Err(why) => Err(CallError::Abort(why)),
+            Err((cause, why)) => Err(CallError::Abort(cause, why)),
         };
         match outcome {
             Ok(()) => {
                 self.stats
                     .transactions_committed
                     .fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .acknowledged
+                    .fetch_add(state.take_uncommitted(), Ordering::Relaxed);
+                batch.aborts_in_a_row = 0;
                 self.stats
                     .committed_offsets
                     .fetch_add(batch.start_offsets.len() as u64, Ordering::Relaxed);
@@ -301,7 +401,7 @@ impl Transactions {
                 batch.start_offsets.clear();
                 Ok(())
             }
-            Err(CallError::Abort(why)) => self.abort(state, &mut batch, &why),
+            Err(CallError::Abort(cause, why)) => self.abort(state, &mut batch, cause, &why),
             Err(CallError::Fatal(e)) => Err(e),
         }
     }
@@ -312,24 +412,43 @@ impl Transactions {
         state: &mut AckState,
         batch: &Batch,
         deadline: Instant,
-    ) -> Result<(), String> {
+    ) -> Result<(), (AbortCause, String)> {
+        let started = Instant::now();
         loop {
             state.drain();
             if self.faults.has_failed() {
-                return Err("a write failed".to_owned());
+                self.settle(state, batch, deadline.min(Instant::now() + SETTLE_TIMEOUT));
+                return Err((AbortCause::WriteFailed, "a write failed".to_owned()));
             }
             if self.handled.load(Ordering::Acquire) >= batch.dispatched
                 && state.tracker.in_flight() == 0
             {
                 return Ok(());
             }
+            if let Some(role) = self.topics.missing() {
+                return Err((AbortCause::TopicMissing, format!("the {role} is missing")));
+            }
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "{} events still unwritten after waiting {:?}",
-                    state.tracker.in_flight(),
-                    WRITE_TIMEOUT
+                return Err((
+                    AbortCause::WriteTimeout,
+                    format!(
+                        "{} events still unwritten after waiting {:?}",
+                        state.tracker.in_flight(),
+                        started.elapsed()
+                    ),
                 ));
             }
+            state.wait(Duration::from_millis(5));
+        }
+    }
+
+    /// Lets the batch's writes settle (succeed or fail) until `until`, so that every refusal
+    /// among them is reported, and remembered, before the abort discards the rest.
+    fn settle(&self, state: &mut AckState, batch: &Batch, until: Instant) {
+        while (self.handled.load(Ordering::Acquire) < batch.dispatched
+            || self.producer.in_flight() > 0)
+            && Instant::now() < until
+        {
             state.wait(Duration::from_millis(5));
         }
     }
@@ -341,10 +460,15 @@ impl Transactions {
             for (partition, offset) in positions {
                 offsets
                     .add_partition_offset(&self.source_topic, partition, Offset::Offset(offset))
-                    .map_err(|e| CallError::Abort(format!("listing offsets: {e}")))?;
+                    .map_err(|e| {
+                        CallError::Abort(AbortCause::CommitFailed, format!("listing offsets: {e}"))
+                    })?;
             }
             let group = consumer.group_metadata().ok_or_else(|| {
-                CallError::Abort("the consumer has no group metadata yet".to_owned())
+                CallError::Abort(
+                    AbortCause::CommitFailed,
+                    "the consumer has no group metadata yet".to_owned(),
+                )
             })?;
             retry("sending offsets to the transaction", || {
                 self.producer
@@ -357,7 +481,14 @@ impl Transactions {
         })
     }
 
-    fn abort(&self, state: &mut AckState, batch: &mut Batch, why: &str) -> anyhow::Result<()> {
+    fn abort(
+        &self,
+        state: &mut AckState,
+        batch: &mut Batch,
+        cause: AbortCause,
+        why: &str,
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
         // Routing threads skip what is still queued for the old generation; wait for the item
         // each may be routing (a plugin call is bounded by its deadline), so that nothing of
         // the old generation is sent after the abort, into the next transaction.
@@ -372,16 +503,34 @@ impl Transactions {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+        // An abort that can't complete is not retried for ever: past WRITE_TIMEOUT the replica
+        // stops, and its restart's `init_transactions` aborts what is left open.
+        let give_up = Instant::now() + WRITE_TIMEOUT;
         loop {
             match self.producer.client().abort_transaction(CALL_TIMEOUT) {
                 Ok(()) => break,
-                Err(KafkaError::Transaction(e)) if e.is_retriable() && !e.is_fatal() => {
+                Err(KafkaError::Transaction(e))
+                    if e.is_retriable() && !e.is_fatal() && Instant::now() < give_up =>
+                {
                     tracing::warn!("aborting the transaction: {e}; retrying");
                 }
                 Err(e) => {
-                    return Err(e).context(
-                        "aborting a transaction failed; this replica can't write any more",
-                    );
+                    // A transaction that wrote to a topic deleted meanwhile can end this way
+                    // (Kafka 4.1 answers its EndTxn with INVALID_TXN_STATE, which librdkafka
+                    // takes as fatal): if that is the cause, say so, once, now.
+                    self.topics.recheck();
+                    let missing = self
+                        .topics
+                        .missing()
+                        .map(|role| format!("; the {role} is missing"))
+                        .unwrap_or_default();
+                    return Err(e).with_context(|| {
+                        format!(
+                            "aborting a transaction failed after {:.1} s ({why}{missing}); this \
+                             replica can't write any more",
+                            started.elapsed().as_secs_f64()
+                        )
+                    });
                 }
             }
         }
@@ -390,19 +539,35 @@ impl Transactions {
             state.tracker.forget(*partition);
         }
         state.drain(); // acknowledgements of the old generation: ignored
-        self.stats
-            .transactions_aborted
-            .fetch_add(1, Ordering::Relaxed);
+        state.take_uncommitted(); // its events are counted when they commit, routed again
+        let took = started.elapsed();
+        self.stats.record_abort(cause.label(), took);
+        let why = format!(
+            "{why}{}",
+            failure.map(|f| format!(": {f}")).unwrap_or_default()
+        );
         tracing::warn!(
             events = batch.events,
             partitions = ?batch.start_offsets.keys().collect::<Vec<_>>(),
-            "transaction aborted ({why}{}); its events will be routed again",
-            failure.map(|f| format!(": {f}")).unwrap_or_default()
+            cause = cause.label(),
+            abort_ms = took.as_secs_f64() * 1e3,
+            "transaction aborted ({why}); its events will be routed again"
         );
         let start_offsets = std::mem::take(&mut batch.start_offsets);
         batch.rewinds.extend(start_offsets);
         batch.open_since = None;
         batch.events = 0;
+        batch.aborts_in_a_row += 1;
+        if batch.aborts_in_a_row >= MAX_ABORTS_IN_A_ROW {
+            anyhow::bail!(
+                "the same events were aborted {} times in a row without a commit (last: {why}); \
+                 stopping rather than aborting them again (see docs/exactly-once.md)",
+                batch.aborts_in_a_row
+            );
+        }
+        // A missing dead-letter topic makes every transaction with a dead letter fail: find
+        // out now, before the next one begins.
+        self.topics.recheck();
         Ok(())
     }
 
@@ -446,7 +611,12 @@ fn retry(what: &str, mut call: impl FnMut() -> Result<(), KafkaError>) -> Result
                 tracing::debug!("{what}: {e}; retrying");
                 std::thread::sleep(Duration::from_millis(50));
             }
-            Err(e) => return Err(CallError::Abort(format!("{what}: {e}"))),
+            Err(e) => {
+                return Err(CallError::Abort(
+                    AbortCause::CommitFailed,
+                    format!("{what}: {e}"),
+                ));
+            }
         }
     }
 }
@@ -467,4 +637,146 @@ pub fn rewind(
         tracing::debug!(partition, offset, "rewound after an abort");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::channel;
+
+    fn event(offset: i64, generation: u64) -> Arc<InFlightEvent> {
+        let (acks, _) = channel();
+        InFlightEvent::new(
+            "events".into(),
+            0,
+            offset,
+            None,
+            None,
+            b"{}".to_vec(),
+            "v1".into(),
+            "dead".into(),
+            generation,
+            1,
+            acks,
+        )
+    }
+
+    fn refused(code: RDKafkaErrorCode) -> KafkaError {
+        KafkaError::MessageProduction(code)
+    }
+
+    #[test]
+    fn a_topic_that_refuses_every_write_is_remembered_for_the_topic() {
+        let faults = TransactionFaults::new(Arc::new(AtomicU64::new(0)));
+        let error = refused(RDKafkaErrorCode::TopicAuthorizationFailed);
+        faults.record(
+            &event(7, 0),
+            WriteKind::Route,
+            "secret",
+            &error,
+            Refusal::of(&error),
+        );
+        assert!(faults.has_failed());
+        // Any event routed there, not only the one that failed.
+        let reason = faults.refused_topic("secret").expect("remembered");
+        assert_eq!(reason.kind(), "produce-failed");
+        assert!(reason.to_string().contains("secret"), "{reason}");
+        assert!(faults.failed_write(0, 7).is_some());
+        assert_eq!(faults.refused_topic("other"), None);
+    }
+
+    #[test]
+    fn a_record_refused_for_good_is_remembered_for_its_event_only() {
+        let faults = TransactionFaults::new(Arc::new(AtomicU64::new(0)));
+        let error = refused(RDKafkaErrorCode::MessageSizeTooLarge);
+        faults.record(
+            &event(3, 0),
+            WriteKind::Route,
+            "big",
+            &error,
+            Refusal::of(&error),
+        );
+        assert!(faults.failed_write(0, 3).is_some());
+        assert_eq!(faults.failed_write(0, 4), None);
+        assert_eq!(faults.refused_topic("big"), None, "other records may fit");
+    }
+
+    #[test]
+    fn refusals_of_an_aborted_generation_are_remembered_but_fail_nothing() {
+        let faults = TransactionFaults::new(Arc::new(AtomicU64::new(1)));
+        let error = refused(RDKafkaErrorCode::UnknownTopic);
+        faults.record(
+            &event(1, 0),
+            WriteKind::Route,
+            "gone",
+            &error,
+            Refusal::of(&error),
+        );
+        assert!(
+            !faults.has_failed(),
+            "the old generation's transaction is over"
+        );
+        assert!(faults.refused_topic("gone").is_some());
+    }
+
+    #[test]
+    fn purges_and_transient_failures_are_not_refusals() {
+        let faults = TransactionFaults::new(Arc::new(AtomicU64::new(0)));
+        let purge = refused(RDKafkaErrorCode::PurgeQueue);
+        faults.record(
+            &event(1, 0),
+            WriteKind::Route,
+            "t",
+            &purge,
+            Refusal::of(&purge),
+        );
+        assert!(!faults.has_failed());
+        let timeout = refused(RDKafkaErrorCode::MessageTimedOut);
+        assert_eq!(Refusal::of(&timeout), Refusal::Transient);
+        faults.record(
+            &event(2, 0),
+            WriteKind::Route,
+            "t",
+            &timeout,
+            Refusal::of(&timeout),
+        );
+        assert!(faults.has_failed());
+        assert_eq!(faults.refused_topic("t"), None);
+        assert_eq!(faults.failed_write(0, 2), None);
+    }
+
+    #[test]
+    fn a_dead_letter_write_refused_is_not_a_topic_to_route_around() {
+        let faults = TransactionFaults::new(Arc::new(AtomicU64::new(0)));
+        let error = refused(RDKafkaErrorCode::UnknownTopic);
+        faults.record(
+            &event(1, 0),
+            WriteKind::DeadLetter,
+            "dead",
+            &error,
+            Refusal::of(&error),
+        );
+        assert!(faults.has_failed());
+        assert_eq!(faults.refused_topic("dead"), None);
+    }
+
+    #[test]
+    fn abort_causes_have_stable_labels() {
+        let labels = [
+            AbortCause::WriteFailed,
+            AbortCause::WriteTimeout,
+            AbortCause::TopicMissing,
+            AbortCause::CommitFailed,
+        ]
+        .map(AbortCause::label);
+        assert_eq!(
+            labels,
+            [
+                "write-failed",
+                "write-timeout",
+                "topic-missing",
+                "commit-failed"
+            ]
+        );
+    }
 }

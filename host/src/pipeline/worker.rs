@@ -56,8 +56,8 @@ pub struct WorkerShared {
     pub handled: Arc<AtomicU64>,
     /// Items left unrouted because of the shutdown.
     pub abandoned: Arc<AtomicU64>,
-    /// Exactly-once: events whose write failed for good in an aborted transaction, to be
-    /// dead-lettered when they come round again.
+    /// Exactly-once: events whose write failed for good in an aborted transaction, and topics
+    /// that refuse every write, to be dead-lettered when they come round again or are routed to.
     pub faults: Option<Arc<TransactionFaults>>,
     /// Creates missing destination topics, when configured to.
     pub topics: Option<Arc<crate::kafka::admin::TopicCreator>>,
@@ -125,6 +125,23 @@ fn route_one(router: &mut dyn RouteEvent, shared: &WorkerShared, item: WorkItem)
             (outcome, source.key, raw)
         }
     };
+    // Exactly-once: a write to a topic that refuses every write would abort the transaction;
+    // the event is dead-lettered instead, as a refused write is in at-least-once.
+    let outcome = match (outcome, &shared.faults) {
+        (Outcome::Routed(destinations), Some(faults)) => {
+            match destinations
+                .iter()
+                .find_map(|d| faults.refused_topic(&d.topic))
+            {
+                Some(reason) => Outcome::DeadLetter {
+                    reason,
+                    plugin: None,
+                },
+                None => Outcome::Routed(destinations),
+            }
+        }
+        (outcome, _) => outcome,
+    };
     let in_flight = |writes| {
         InFlightEvent::new(
             shared.source_topic.clone(),
@@ -143,12 +160,28 @@ fn route_one(router: &mut dyn RouteEvent, shared: &WorkerShared, item: WorkItem)
     };
     match outcome {
         Outcome::Routed(destinations) => {
+            // All or nothing: a destination the broker refused to create dead-letters the
+            // event before any of its writes.
+            let refused = shared.topics.as_ref().and_then(|creator| {
+                destinations.iter().find_map(|d| {
+                    creator
+                        .ensure(&d.topic)
+                        .err()
+                        .map(|e| DeadLetterReason::ProduceFailed {
+                            topic: d.topic.clone(),
+                            error: format!("the broker refused to create it: {e}"),
+                        })
+                })
+            });
+            if let Some(reason) = refused {
+                shared.stats.record_dead_letter(reason.kind());
+                let event = in_flight(1);
+                shared.producer.send_dead_letter(&event, &reason, None);
+                return;
+            }
             shared.stats.routed.fetch_add(1, Ordering::Relaxed);
             let event = in_flight(destinations.len() as u32);
             for d in destinations {
-                if let Some(creator) = &shared.topics {
-                    creator.ensure(&d.topic);
-                }
                 let mut headers: Vec<_> = d.headers.into_iter().map(|h| (h.key, h.value)).collect();
                 headers.push(event.lineage_header());
                 let record = OutRecord {
