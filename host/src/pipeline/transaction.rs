@@ -26,9 +26,11 @@
 //!   the pipeline stops with an error that says why, rather than loop;
 //! - a partition is revoked (rebalance): the open transaction is committed first (or aborted if
 //!   it can't be), so the partition's next owner starts exactly after what was committed;
-//! - this replica was fenced (another producer with the same transactional id, or the group
-//!   moved on without it): a fatal error. The pipeline stops and fanout exits non-zero, so
-//!   Kubernetes restarts the pod, which joins the group afresh.
+//! - the group moved on without this replica (a long pause: its offsets are refused as from an
+//!   unknown member or a stale generation, KIP-447): the transaction aborts, as any failed one,
+//!   and the consumer rejoins the group as a new member; nothing it wrote meanwhile commits;
+//! - this replica was fenced (another producer with the same transactional id): a fatal error.
+//!   The pipeline stops and fanout exits non-zero, so Kubernetes restarts the pod.
 //!
 //! After an abort, acknowledgements of the discarded writes may still arrive. Each abort starts
 //! a new generation; events carry theirs, and acknowledgements or faults of an older one are
