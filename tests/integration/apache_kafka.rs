@@ -6,6 +6,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use kafka_cluster::KafkaCluster;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::kafka::{self, Expected, Received, SourceRecord};
 
@@ -22,6 +25,31 @@ pub fn cluster() -> &'static KafkaCluster {
         );
         cluster
     })
+}
+
+/// Source records a group has committed past in `topic`, through `reader` (a client of that
+/// group): the sum of its committed offsets over every partition (the source is written without
+/// transactions, so its offsets are dense from 0). 0 while the cluster does not answer.
+pub fn committed(reader: &BaseConsumer, topic: &str) -> i64 {
+    let Ok(metadata) = reader.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
+        return 0;
+    };
+    let mut list = TopicPartitionList::new();
+    for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        list.add_partition(topic, p.id());
+    }
+    reader
+        .committed_offsets(list, Duration::from_secs(5))
+        .map(|list| {
+            list.elements()
+                .iter()
+                .map(|e| match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// One test's corner of the shared cluster: its source topic, dead-letter topic, consumer
@@ -108,6 +136,15 @@ impl Scope {
         ]
         .map(str::to_owned)
         .to_vec()
+    }
+
+    /// A client that reads this scope's group's committed offsets without joining it.
+    pub fn offsets_reader(&self) -> BaseConsumer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", &self.group)
+            .create()
+            .unwrap()
     }
 
     pub fn produce(&self, records: &[SourceRecord]) {

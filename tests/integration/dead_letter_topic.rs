@@ -22,7 +22,6 @@ use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::{Offset, TopicPartitionList};
 
 use crate::apache_kafka::{self, Scope};
 use crate::kafka::SourceRecord;
@@ -143,30 +142,9 @@ fn exists(scope: &Scope, topic: &str) -> bool {
         .any(|t| t.name() == topic && t.error().is_none())
 }
 
-/// Source records the scope's group has committed past (the source is written without
-/// transactions, so its offsets are dense from 0).
+/// Source records the scope's group has committed past.
 fn committed(scope: &Scope) -> i64 {
-    let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &scope.bootstrap)
-        .set("group.id", &scope.group)
-        .create()
-        .unwrap();
-    let mut list = TopicPartitionList::new();
-    for p in 0..SOURCE_PARTITIONS {
-        list.add_partition(&scope.source, p);
-    }
-    reader
-        .committed_offsets(list, Duration::from_secs(5))
-        .map(|list| {
-            list.elements()
-                .iter()
-                .map(|e| match e.offset() {
-                    Offset::Offset(o) => o,
-                    _ => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
+    apache_kafka::committed(&scope.offsets_reader(), &scope.source)
 }
 
 fn wait_for_committed(scope: &Scope, want: i64, timeout: Duration, service: &Service) {

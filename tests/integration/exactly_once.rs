@@ -14,12 +14,10 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use rdkafka::{Offset, TopicPartitionList};
 
-use crate::apache_kafka::{self, Scope};
+use crate::apache_kafka::{self, Scope, committed};
 use crate::kafka::{self, DEAD_LETTER, SOURCE};
 use crate::ops;
 use crate::service::Service;
@@ -208,36 +206,6 @@ fn create_hostile_topics(scope: &Scope, workload: &[kafka::SourceRecord]) -> Vec
     topics
 }
 
-/// Source records `group` has committed past in `topic`: the sum of its committed offsets (the
-/// source is written without transactions, so its offsets are dense from 0).
-fn committed(consumer: &BaseConsumer, topic: &str) -> i64 {
-    let mut list = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        list.add_partition(topic, p);
-    }
-    consumer
-        .committed_offsets(list, Duration::from_secs(5))
-        .map(|list| {
-            list.elements()
-                .iter()
-                .map(|e| match e.offset() {
-                    Offset::Offset(o) => o,
-                    _ => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-/// A client that reads `scope`'s group's committed offsets without joining it.
-fn offsets_reader(scope: &Scope) -> BaseConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", &scope.bootstrap)
-        .set("group.id", &scope.group)
-        .create()
-        .unwrap()
-}
-
 /// Feeds `source` on a thread, never more than `backlog` records ahead of what the group has
 /// committed, so transactions stay small and kills land while events flow.
 fn feed_ahead_of_commits(
@@ -245,7 +213,7 @@ fn feed_ahead_of_commits(
     source: &[kafka::SourceRecord],
     backlog: u64,
 ) -> std::thread::JoinHandle<()> {
-    let reader = offsets_reader(scope);
+    let reader = scope.offsets_reader();
     let topic = scope.source.clone();
     kafka::produce_paced_to(
         &scope.bootstrap,
@@ -285,7 +253,7 @@ fn killed_mid_transaction_five_times_every_event_arrives_exactly_once() {
     let topics = create_hostile_topics(&scope, &source);
     let plugins = support::plugin_set_dir(&["hostile"], &[]);
     let feeder = feed_ahead_of_commits(&scope, &source, 20_000);
-    let progress = offsets_reader(&scope);
+    let progress = scope.offsets_reader();
     let started = Instant::now();
 
     let mut service = real_replica(&scope, plugins.path(), "eos-kill-replica");
@@ -354,7 +322,7 @@ fn scaled_one_two_one_under_load_duplicates_nothing() {
     scope.create_topics(&source, PARTITIONS, 4);
     let plugins = support::plugin_set_dir(&["by_namespace"], &[]);
     let feeder = feed_ahead_of_commits(&scope, &source, 10_000);
-    let progress = offsets_reader(&scope);
+    let progress = scope.offsets_reader();
 
     let a = real_replica(&scope, plugins.path(), "eos-scale-a");
     wait_for_committed(&scope, &progress, 8_000, Duration::from_secs(120), &a);
@@ -387,7 +355,7 @@ fn a_zombie_replica_is_fenced_by_the_group_and_duplicates_nothing() {
     scope.create_topics(&source, PARTITIONS, 4);
     let plugins = support::plugin_set_dir(&["by_namespace"], &[]);
     let feeder = feed_ahead_of_commits(&scope, &source, 5_000);
-    let progress = offsets_reader(&scope);
+    let progress = scope.offsets_reader();
 
     let zombie = real_replica(&scope, plugins.path(), "eos-zombie-a");
     wait_for_committed(&scope, &progress, 3_000, Duration::from_secs(120), &zombie);
@@ -462,7 +430,7 @@ fn a_failed_transaction_is_aborted_and_its_events_routed_again() {
         )
         .unwrap();
     let plugins = support::plugin_set_dir(&["by_namespace"], &[]);
-    let progress = offsets_reader(&scope);
+    let progress = scope.offsets_reader();
 
     let service = real_replica(&scope, plugins.path(), "eos-abort");
     for (i, chunk) in source.chunks(1_000).enumerate() {

@@ -10,46 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::{Offset, TopicPartitionList};
-
-use crate::apache_kafka::Scope;
+use crate::apache_kafka::{Scope, committed};
 use crate::kafka;
 use crate::ops;
 use crate::service::Service;
 use crate::support;
 
 const PARTITIONS: i32 = 8;
-
-/// Source records the scope's group has committed past (offsets are dense from 0).
-fn committed(reader: &BaseConsumer, topic: &str) -> i64 {
-    let mut list = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        list.add_partition(topic, p);
-    }
-    reader
-        .committed_offsets(list, Duration::from_secs(5))
-        .map(|list| {
-            list.elements()
-                .iter()
-                .map(|e| match e.offset() {
-                    Offset::Offset(o) => o,
-                    _ => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-/// A client that reads the scope's group's committed offsets without joining it.
-fn offsets_reader(scope: &Scope) -> BaseConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", &scope.bootstrap)
-        .set("group.id", &scope.group)
-        .create()
-        .unwrap()
-}
 
 /// Fails with the replica's log if it exited with an error.
 fn assert_running(name: &str, service: &Service) {
@@ -61,7 +28,7 @@ fn assert_running(name: &str, service: &Service) {
 }
 
 fn wait_for_committed(scope: &Scope, want: i64, timeout: Duration, replicas: &[(&str, &Service)]) {
-    let reader = offsets_reader(scope);
+    let reader = scope.offsets_reader();
     let started = Instant::now();
     loop {
         let n = committed(&reader, &scope.source);
@@ -147,7 +114,7 @@ fn feed(
     limit: Arc<AtomicU64>,
     backlog: u64,
 ) -> std::thread::JoinHandle<()> {
-    let reader = offsets_reader(scope);
+    let reader = scope.offsets_reader();
     let (bootstrap, topic) = (scope.bootstrap.clone(), scope.source.clone());
     let source = source.to_vec();
     std::thread::spawn(move || {
@@ -179,7 +146,7 @@ fn join_and_leave(name: &str, protocol: &[&str]) {
     // commits: events flow at every hand-over, and there is work left for B after A goes.
     let limit = Arc::new(AtomicU64::new(6_000));
     let feeder = feed(&scope, &source, limit.clone(), 5_000);
-    let progress = offsets_reader(&scope);
+    let progress = scope.offsets_reader();
 
     let a = replica(&scope, plugins.path(), &config, protocol);
     wait_for_partitions("A", &a, Duration::from_secs(60));

@@ -17,7 +17,6 @@ use rdkafka::admin::{AdminClient, AdminOptions, ConfigSource, ResourceSpecifier}
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::{Offset, TopicPartitionList};
 
 use crate::apache_kafka::{self, Scope};
 use crate::kafka::{self, Expected};
@@ -73,27 +72,6 @@ fn topic_layout(scope: &Scope) -> BTreeMap<String, Vec<usize>> {
         .collect()
 }
 
-/// Source records the scope's group has committed past (the source is written without
-/// transactions, so its offsets are dense from 0).
-fn committed(reader: &BaseConsumer, scope: &Scope) -> i64 {
-    let mut list = TopicPartitionList::new();
-    for p in 0..SOURCE_PARTITIONS {
-        list.add_partition(&scope.source, p);
-    }
-    reader
-        .committed_offsets(list, Duration::from_secs(5))
-        .map(|list| {
-            list.elements()
-                .iter()
-                .map(|e| match e.offset() {
-                    Offset::Offset(o) => o,
-                    _ => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 /// Waits until the group has committed past `want` source records; fails early, with the log,
 /// if fanout exits with an error.
 fn wait_for_committed(scope: &Scope, want: i64, timeout: Duration, service: &Service) {
@@ -104,7 +82,7 @@ fn wait_for_committed(scope: &Scope, want: i64, timeout: Duration, service: &Ser
         .unwrap();
     let started = Instant::now();
     loop {
-        let n = committed(&reader, scope);
+        let n = apache_kafka::committed(&reader, &scope.source);
         if n >= want {
             return;
         }
