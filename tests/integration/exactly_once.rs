@@ -407,11 +407,13 @@ fn a_failed_transaction_is_aborted_and_its_events_routed_again() {
     let scope = Scope::new("eos-abort");
     let refused_topic = format!("{}-refused", scope.name);
     let mut source = scope.workload(6_000, 5);
-    // One event in each thousand goes to a topic whose records may be at most 1,500 bytes,
-    // carrying a 3 KB message: a write the broker refuses for good (MESSAGE_TOO_LARGE), which
-    // fails its whole transaction. (Fed a thousand at a time, so each batch meets one refusal.
-    // Many refusals in one batch cost more aborts than that: see issue 24.)
-    for record in source.iter_mut().skip(500).step_by(1_000) {
+    // 50 events, one in 120, go to a topic whose records may be at most 1,500 bytes, carrying a
+    // 3 KB message: writes the broker refuses for good (MESSAGE_TOO_LARGE), each failing its
+    // whole transaction. All are fed at once, so a batch holds several: the first refusal
+    // teaches fanout the topic's limit, and the rest are dead-lettered without another abort.
+    let mut too_large = 0;
+    for record in source.iter_mut().skip(60).step_by(120).take(50) {
+        too_large += 1;
         let mut envelope: serde_json::Value = serde_json::from_slice(&record.value).unwrap();
         envelope["event"]["metadata"]["namespace"] = refused_topic.clone().into();
         envelope["event"]["message"] = "x".repeat(3_000).into();
@@ -432,12 +434,10 @@ fn a_failed_transaction_is_aborted_and_its_events_routed_again() {
     let plugins = support::plugin_set_dir(&["by_namespace"], &[]);
     let progress = scope.offsets_reader();
 
+    scope.produce(&source);
     let service = real_replica(&scope, plugins.path(), "eos-abort");
-    for (i, chunk) in source.chunks(1_000).enumerate() {
-        scope.produce(chunk);
-        let fed = ((i + 1) * 1_000).min(source.len()) as i64;
-        wait_for_committed(&scope, &progress, fed, Duration::from_secs(120), &service);
-    }
+    let total = source.len() as i64;
+    wait_for_committed(&scope, &progress, total, Duration::from_secs(180), &service);
     let aborted = metric(&service, "fanout_transactions_aborted_total");
     let (status, log) = service.terminate();
     assert!(status.success(), "{log}");
@@ -465,7 +465,13 @@ fn a_failed_transaction_is_aborted_and_its_events_routed_again() {
                     .is_some_and(|reason| reason.starts_with("produce-failed"))
         })
         .count();
-    println!("6 refused writes: {aborted} aborted transactions, {refused} dead letters");
+    println!("50 refused writes: {aborted} aborted transactions, {refused} dead letters");
+    for line in log
+        .lines()
+        .filter(|l| l.contains("aborted") || l.contains("max.message"))
+    {
+        println!("  {line}");
+    }
     assert!(
         aborted >= 1.0,
         "the refused writes aborted a transaction:\n{log}"
@@ -474,6 +480,97 @@ fn a_failed_transaction_is_aborted_and_its_events_routed_again() {
         log.contains("transaction aborted"),
         "each abort is logged with its cause:\n{log}"
     );
-    assert_eq!(refused, 6, "the refused events were dead-lettered:\n{log}");
+    assert!(
+        aborted <= 4.0,
+        "the topic's limit spares the other refused events an abort each: {aborted} aborts\n{log}"
+    );
+    assert!(
+        log.contains("max.message.bytes"),
+        "the learnt limit is logged:\n{log}"
+    );
+    assert_eq!(too_large, 50);
+    assert_eq!(refused, 50, "the refused events were dead-lettered:\n{log}");
     assert_eq!(duplicates, 0, "no event twice across the aborts");
+}
+
+#[test]
+fn a_topic_that_does_not_exist_costs_its_batch_one_abort() {
+    // Creation off, 30 events routed to a namespace whose topic was never made: librdkafka
+    // fails those writes as an unknown topic, which concerns every record for that topic. The
+    // first failure aborts its transaction; the topic is remembered, so when the batch is
+    // routed again its other events for that topic are dead-lettered without trying.
+    let scope = Scope::new("eos-absent");
+    let absent = format!("{}-absent", scope.name);
+    let mut source = scope.workload(3_000, 5);
+    let mut routed_to_absent = 0;
+    for record in source.iter_mut().skip(50).step_by(80) {
+        if routed_to_absent == 30 || !matches!(kafka::expected(record), kafka::Expected::Topic(_)) {
+            continue;
+        }
+        let mut envelope: serde_json::Value = serde_json::from_slice(&record.value).unwrap();
+        envelope["event"]["metadata"]["namespace"] = absent.clone().into();
+        record.value = serde_json::to_vec(&envelope).unwrap();
+        routed_to_absent += 1;
+    }
+    assert_eq!(routed_to_absent, 30);
+    let mut topics = scope.output_topics(&source);
+    topics.retain(|t| t != &absent);
+    let mut create: Vec<(String, i32)> = topics.iter().map(|t| (t.clone(), 4)).collect();
+    create.push((scope.source.clone(), PARTITIONS));
+    apache_kafka::cluster().create_topics(&create, &[]).unwrap();
+    let plugins = support::plugin_set_dir(&["by_namespace"], &[]);
+    let progress = scope.offsets_reader();
+
+    scope.produce(&source);
+    let service = Service::start(|c| {
+        c.args(scope.args())
+            .args(["--workers", "2", "--delivery", "exactly-once"])
+            .args(["--transactional-id", "eos-absent"])
+            .args(["--kafka-property", "session.timeout.ms=6000"])
+            // How long librdkafka waits for a topic it was told is unknown to appear before
+            // failing its writes (30 s by default).
+            .args(["--kafka-property", "topic.metadata.propagation.max.ms=2000"])
+            .args(["--deadline-ms", "2000"])
+            .arg("--plugins")
+            .arg(plugins.path());
+    });
+    let total = source.len() as i64;
+    wait_for_committed(&scope, &progress, total, Duration::from_secs(180), &service);
+    let aborted = metric(&service, "fanout_transactions_aborted_total");
+    let (status, log) = service.terminate();
+    assert!(status.success(), "{log}");
+
+    let received = kafka::read_all(
+        &scope.bootstrap,
+        &topics,
+        source.len(),
+        Duration::from_secs(120),
+    );
+    let destination = |r: &kafka::SourceRecord| match kafka::expected(r) {
+        kafka::Expected::Topic(t) if t != absent => t,
+        _ => scope.dead_letter.clone(),
+    };
+    assert_eq!(
+        kafka::reconcile_by(&source, &received, destination),
+        0,
+        "no event twice"
+    );
+    let refused: Vec<&str> = received
+        .iter()
+        .filter(|r| r.topic == scope.dead_letter)
+        .filter_map(|r| r.headers.get("fanout-reason"))
+        .filter(|reason| reason.starts_with("produce-failed"))
+        .map(String::as_str)
+        .collect();
+    println!("30 writes to a missing topic: {aborted} aborted transactions");
+    assert_eq!(refused.len(), 30, "dead-lettered as refused:\n{log}");
+    assert!(
+        refused.iter().all(|reason| reason.contains(&absent)),
+        "each reason names the topic: {refused:?}"
+    );
+    assert!(
+        log.contains("refuses every write"),
+        "the refusal is logged for the topic:\n{log}"
+    );
+    assert_eq!(aborted, 1.0, "one abort for the whole batch:\n{log}");
 }

@@ -24,7 +24,10 @@ impl Service {
         command
             .arg("run")
             .env_remove("FANOUT_CONFIG")
-            .env("FANOUT_LOG", "info")
+            .env(
+                "FANOUT_LOG",
+                std::env::var("FANOUT_TEST_SERVICE_LOG").unwrap_or("info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
@@ -305,7 +308,10 @@ fn old_tool_environment_and_kcat_on_both_ends() {
         c.env_clear()
             .env("ENDPOINT", &bootstrap)
             .env("TOPIC", SOURCE)
-            .env("FANOUT_LOG", "info");
+            .env(
+                "FANOUT_LOG",
+                std::env::var("FANOUT_TEST_SERVICE_LOG").unwrap_or("info".into()),
+            );
     });
     service.wait_for_log("partitions assigned", Duration::from_secs(60));
     assert!(

@@ -3,7 +3,8 @@
 //!
 //! [`Admin`] answers one topic at a time ([`Admin::presence`], from Metadata, which may let a
 //! broker that creates topics on demand create it, as a producer's write would) and creates one
-//! ([`Admin::create`]). What a missing topic means is the pipeline's business: the source and
+//! ([`Admin::create`]), and says how large a record batch one accepts
+//! ([`Admin::max_message_bytes`]). What a missing topic means is the pipeline's business: the source and
 //! dead-letter topics are checked by [`crate::pipeline::topics`], and destinations by
 //! [`TopicCreator`].
 //!
@@ -18,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::RDKafkaErrorCode;
@@ -67,6 +68,12 @@ pub enum CreateError {
 pub struct Admin {
     admin: AdminClient<DefaultClientContext>,
     runtime: tokio::runtime::Runtime,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin").finish_non_exhaustive()
+    }
 }
 
 impl Admin {
@@ -131,6 +138,33 @@ impl Admin {
             ),
             Some(other) => Err(RDKafkaErrorCode::from(other).to_string()),
         }
+    }
+
+    /// The largest record batch `topic` accepts, in bytes: its `max.message.bytes`, the broker's
+    /// default unless the topic overrides it. `Err` when the cluster did not say.
+    pub fn max_message_bytes(&self, topic: &str, timeout: Duration) -> Result<usize, String> {
+        let resource = ResourceSpecifier::Topic(topic);
+        let options = AdminOptions::new().request_timeout(Some(timeout));
+        let results = self
+            .runtime
+            .block_on(async {
+                tokio::time::timeout(timeout, self.admin.describe_configs([&resource], &options))
+                    .await
+            })
+            .map_err(|_| format!("no answer in {} s", timeout.as_secs()))?
+            .map_err(|e| e.to_string())?;
+        let config = results
+            .into_iter()
+            .next()
+            .ok_or("an empty DescribeConfigs answer")?
+            .map_err(|code| code.to_string())?;
+        let value = config
+            .get("max.message.bytes")
+            .and_then(|entry| entry.value.as_deref())
+            .ok_or("no max.message.bytes in the topic's configuration")?;
+        value
+            .parse()
+            .map_err(|e| format!("max.message.bytes = {value:?}: {e}"))
     }
 
     /// Creates `topic` with `settings`; one that already exists is not an error.

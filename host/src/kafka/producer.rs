@@ -421,6 +421,14 @@ impl ClientContext for DeliveryContext {
     }
 
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        // librdkafka's one word that the open transaction can't commit ("current transaction
+        // must be aborted"), which no delivery report may ever say: an epoch bump it needs
+        // (OUT_OF_ORDER_SEQUENCE_NUMBER) holds the transaction's writes unsent until the abort.
+        if fac == "TXNERR"
+            && let Some(faults) = &self.faults
+        {
+            faults.transaction_failed(message);
+        }
         crate::kafka::log("producer", level, fac, message);
     }
 

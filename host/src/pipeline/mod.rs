@@ -154,8 +154,18 @@ pub fn run(
         acks.count_at_commit();
     }
     let state = Arc::new(Mutex::new(acks));
+    // With creation on, fanout creates what is missing with its own settings, not the
+    // broker's defaults.
+    let admin = Arc::new(crate::kafka::admin::Admin::new(
+        &settings.bootstrap_servers,
+        &settings.producer_properties,
+        settings.create_topics.is_none(),
+    )?);
     let faults = match &settings.delivery {
-        Delivery::ExactlyOnce(_) => Some(Arc::new(TransactionFaults::new(generation.clone()))),
+        Delivery::ExactlyOnce(_) => Some(Arc::new(
+            TransactionFaults::new(generation.clone())
+                .with_lookups(admin.clone(), compresses(&settings.producer_properties)),
+        )),
         Delivery::AtLeastOnce => None,
     };
     // The producer exists before the topics are checked: its error callback is what says why
@@ -174,13 +184,6 @@ pub fn run(
             _ => None,
         },
     )?;
-    // With creation on, fanout creates what is missing with its own settings, not the
-    // broker's defaults.
-    let admin = Arc::new(crate::kafka::admin::Admin::new(
-        &settings.bootstrap_servers,
-        &settings.producer_properties,
-        settings.create_topics.is_none(),
-    )?);
     let guard = TopicGuard::new(
         admin.clone(),
         &settings.source_topic,
@@ -468,6 +471,14 @@ fn consume_transactional(
 }
 
 /// A consumed record, copied out of librdkafka's buffer for a routing thread.
+/// Whether the producer compresses its batches (`compression.type`, alias `compression.codec`,
+/// other than `none`).
+fn compresses(producer_properties: &[(String, String)]) -> bool {
+    producer_properties.iter().any(|(key, value)| {
+        matches!(key.as_str(), "compression.type" | "compression.codec") && value != "none"
+    })
+}
+
 fn work_item(message: &rdkafka::message::BorrowedMessage<'_>, generation: u64) -> WorkItem {
     WorkItem {
         partition: message.partition(),

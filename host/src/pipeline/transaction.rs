@@ -19,7 +19,10 @@
 //!   time, so one bad event can't abort transactions for ever; a topic that refuses every write
 //!   (not authorised, unknown) is remembered for [`REFUSED_TOPIC_MEMORY`], and every event
 //!   routed to it meanwhile is dead-lettered without trying, so one batch's refused events cost
-//!   at most one abort;
+//!   at most one abort; and a topic that refuses a record as too large has its
+//!   `max.message.bytes` looked up, so that the batch's other records larger than that are
+//!   dead-lettered when it is routed again (unless the producer compresses); a topic the
+//!   broker calls unknown is looked up, and remembered as refusing if it is missing;
 //! - the dead-letter (or source) topic is missing ([`crate::pipeline::topics`]): the open
 //!   transaction ends without waiting for writes that can't land, and no other begins;
 //! - the same events are aborted [`MAX_ABORTS_IN_A_ROW`] times without a commit in between:
@@ -49,6 +52,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::TransactionSettings;
 use crate::deadletter::DeadLetterReason;
+use crate::kafka::admin::{Admin, Presence};
 use crate::kafka::consumer::{AckState, SourceConsumer};
 use crate::kafka::producer::{Producer, Refusal};
 use crate::lock;
@@ -72,6 +76,10 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a topic that refused a write as a whole is taken at its word: its events are
 /// dead-lettered without trying until then.
 pub const REFUSED_TOPIC_MEMORY: Duration = Duration::from_secs(60);
+
+/// Longest one lookup after a refusal ([`TransactionFaults::look_up_refusals`]) may hold up
+/// the next transaction.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Aborts without a commit in between after which the pipeline stops: remembered refusals mean
 /// a batch needs at most two tries on a healthy cluster, so more is a cluster that can't take
@@ -114,6 +122,29 @@ pub struct TransactionFaults {
     failed_writes: Mutex<HashMap<(i32, i64), DeadLetterReason>>,
     /// Topics that refused a write as a whole: the error, and when.
     refused_topics: Mutex<HashMap<String, (String, Instant)>>,
+    /// Where what a refusal leaves open is looked up, between transactions
+    /// ([`Self::look_up_refusals`]): whether a topic the broker called unknown exists, and a
+    /// topic's record size limit.
+    admin: Option<Arc<Admin>>,
+    /// Whether a record's size predicts the size of the batch the broker checks: not when the
+    /// producer compresses.
+    sizes_predictable: bool,
+    /// Topics that refused a routed record as too large, with the error, whose limit is not
+    /// looked up yet.
+    oversize: Mutex<HashMap<String, String>>,
+    /// Topics the broker called unknown (UNKNOWN_TOPIC_OR_PARTITION, which may also mean
+    /// metadata not yet propagated), with the error, not looked up yet.
+    unknown: Mutex<HashMap<String, String>>,
+    /// Topics' `max.message.bytes`, with the refusal that made it worth knowing, and when.
+    size_limits: Mutex<HashMap<String, SizeLimit>>,
+}
+
+/// What a topic that refused a record as too large accepts.
+#[derive(Debug, Clone)]
+struct SizeLimit {
+    max_bytes: usize,
+    error: String,
+    at: Instant,
 }
 
 impl TransactionFaults {
@@ -124,7 +155,24 @@ impl TransactionFaults {
             first_failure: Mutex::default(),
             failed_writes: Mutex::default(),
             refused_topics: Mutex::default(),
+            admin: None,
+            sizes_predictable: false,
+            oversize: Mutex::default(),
+            unknown: Mutex::default(),
+            size_limits: Mutex::default(),
         }
+    }
+
+    /// Looks up, through `admin`, what a refusal leaves open, so that the batch's other writes
+    /// that would be refused are dead-lettered when it is routed again instead of each costing
+    /// an abort (after the first refusal, librdkafka fails the transaction's other writes with
+    /// `Erroneous state`, which says nothing of them): whether a topic the broker called
+    /// unknown exists, and the record size limit of a topic that refused a record as too
+    /// large, unless `compressing` (the broker checks compressed batches).
+    pub fn with_lookups(mut self, admin: Arc<Admin>, compressing: bool) -> Self {
+        self.admin = Some(admin);
+        self.sizes_predictable = !compressing;
+        self
     }
 
     /// A write failed; its transaction must abort. Purges (an abort discarding queued writes)
@@ -154,20 +202,22 @@ impl TransactionFaults {
                 },
             );
         }
-        if kind == WriteKind::Route && refusal == Refusal::Topic {
-            let mut refused = lock(&self.refused_topics);
-            let known = refused
-                .get(topic)
-                .is_some_and(|(_, at)| at.elapsed() < REFUSED_TOPIC_MEMORY);
-            refused.insert(topic.to_owned(), (error.to_string(), Instant::now()));
-            if !known {
-                tracing::warn!(
-                    topic,
-                    "the topic refuses every write ({error}); events routed to it are \
-                     dead-lettered as produce-failed for the next {} s",
-                    REFUSED_TOPIC_MEMORY.as_secs()
-                );
+        if kind == WriteKind::Route && self.admin.is_some() {
+            let pending = match error.rdkafka_error_code() {
+                Some(RDKafkaErrorCode::MessageSizeTooLarge) if self.sizes_predictable => {
+                    Some(&self.oversize)
+                }
+                Some(RDKafkaErrorCode::UnknownTopicOrPartition) => Some(&self.unknown),
+                _ => None,
+            };
+            if let Some(pending) = pending {
+                lock(pending)
+                    .entry(topic.to_owned())
+                    .or_insert_with(|| error.to_string());
             }
+        }
+        if kind == WriteKind::Route && refusal == Refusal::Topic {
+            self.refuse_topic(topic, &error.to_string());
         }
         if event.generation() != self.generation.load(Ordering::Acquire) {
             return;
@@ -179,6 +229,30 @@ impl TransactionFaults {
             )
         });
         self.failed.store(true, Ordering::Release);
+    }
+
+    /// librdkafka says the open transaction can't commit, whatever its writes' delivery
+    /// reports will say: it must abort.
+    pub fn transaction_failed(&self, why: &str) {
+        lock(&self.first_failure).get_or_insert_with(|| format!("librdkafka: {why}"));
+        self.failed.store(true, Ordering::Release);
+    }
+
+    /// Remembers that `topic` refuses every write, with `error`.
+    fn refuse_topic(&self, topic: &str, error: &str) {
+        let mut refused = lock(&self.refused_topics);
+        let known = refused
+            .get(topic)
+            .is_some_and(|(_, at)| at.elapsed() < REFUSED_TOPIC_MEMORY);
+        refused.insert(topic.to_owned(), (error.to_owned(), Instant::now()));
+        if !known {
+            tracing::warn!(
+                topic,
+                "the topic refuses every write ({error}); events routed to it are \
+                 dead-lettered as produce-failed for the next {} s",
+                REFUSED_TOPIC_MEMORY.as_secs()
+            );
+        }
     }
 
     /// Why an earlier transaction could not write this event, if one couldn't.
@@ -201,6 +275,63 @@ impl TransactionFaults {
                 None
             }
             None => None,
+        }
+    }
+
+    /// Why a record of `size` bytes (at least) routed to `topic` would be refused: it is larger
+    /// than the topic's `max.message.bytes`, learnt after the topic refused one recently.
+    pub fn too_large(&self, topic: &str, size: usize) -> Option<DeadLetterReason> {
+        let mut limits = lock(&self.size_limits);
+        let limit = limits.get(topic)?;
+        if limit.at.elapsed() >= REFUSED_TOPIC_MEMORY {
+            limits.remove(topic);
+            return None;
+        }
+        (size > limit.max_bytes).then(|| DeadLetterReason::ProduceFailed {
+            topic: topic.to_owned(),
+            error: format!(
+                "{} (a record of at least {size} bytes; the topic's max.message.bytes is {})",
+                limit.error, limit.max_bytes
+            ),
+        })
+    }
+
+    /// Looks up what the refusals since the last call leave open: whether each topic the
+    /// broker called unknown exists (one Metadata round trip; if not, it is remembered as a
+    /// topic that refuses every write), and the size limit of each topic that refused a record
+    /// as too large (one DescribeConfigs round trip). Called between transactions.
+    fn look_up_refusals(&self) {
+        let Some(admin) = &self.admin else { return };
+        let unknown = std::mem::take(&mut *lock(&self.unknown));
+        for (topic, error) in unknown {
+            match admin.presence(&topic, LOOKUP_TIMEOUT) {
+                Ok(Presence::Missing) => self.refuse_topic(&topic, &error),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(topic, "looking up a topic called unknown: {e}"),
+            }
+        }
+        let pending = std::mem::take(&mut *lock(&self.oversize));
+        for (topic, error) in pending {
+            match admin.max_message_bytes(&topic, LOOKUP_TIMEOUT) {
+                Ok(max_bytes) => {
+                    tracing::warn!(
+                        topic,
+                        max_bytes,
+                        "the topic refused a record as too large; records larger than its \
+                         max.message.bytes are dead-lettered as produce-failed for the next {} s",
+                        REFUSED_TOPIC_MEMORY.as_secs()
+                    );
+                    lock(&self.size_limits).insert(
+                        topic,
+                        SizeLimit {
+                            max_bytes,
+                            error,
+                            at: Instant::now(),
+                        },
+                    );
+                }
+                Err(e) => tracing::debug!(topic, "looking up max.message.bytes: {e}"),
+            }
         }
     }
 
@@ -555,6 +686,7 @@ impl Transactions {
             abort_ms = took.as_secs_f64() * 1e3,
             "transaction aborted ({why}); its events will be routed again"
         );
+        self.faults.look_up_refusals();
         let start_offsets = std::mem::take(&mut batch.start_offsets);
         batch.rewinds.extend(start_offsets);
         batch.open_since = None;
@@ -701,6 +833,83 @@ mod tests {
         assert!(faults.failed_write(0, 3).is_some());
         assert_eq!(faults.failed_write(0, 4), None);
         assert_eq!(faults.refused_topic("big"), None, "other records may fit");
+    }
+
+    #[test]
+    fn a_topic_that_refused_a_record_as_too_large_refuses_larger_ones_once_its_limit_is_known() {
+        let admin = Admin::new("127.0.0.1:1", &[], false).unwrap();
+        let faults = TransactionFaults::new(Arc::new(AtomicU64::new(0)))
+            .with_lookups(Arc::new(admin), false);
+        let error = refused(RDKafkaErrorCode::MessageSizeTooLarge);
+        faults.record(
+            &event(3, 0),
+            WriteKind::Route,
+            "small",
+            &error,
+            Refusal::of(&error),
+        );
+        // Until the limit is looked up (between transactions), nothing but the event itself.
+        assert_eq!(faults.too_large("small", 1_000_000), None);
+        let pending = std::mem::take(&mut *lock(&faults.oversize));
+        assert_eq!(pending.keys().collect::<Vec<_>>(), ["small"]);
+        lock(&faults.size_limits).insert(
+            "small".into(),
+            SizeLimit {
+                max_bytes: 1_500,
+                error: pending["small"].clone(),
+                at: Instant::now(),
+            },
+        );
+        let reason = faults.too_large("small", 3_000).expect("too large");
+        assert_eq!(reason.kind(), "produce-failed");
+        let text = reason.to_string();
+        assert!(text.contains("MessageSizeTooLarge"), "{text}");
+        assert!(text.contains("max.message.bytes is 1500"), "{text}");
+        assert_eq!(faults.too_large("small", 1_500), None, "one that fits");
+        assert_eq!(faults.too_large("other", 3_000), None);
+        // Learnt long ago, the limit is forgotten (the topic may have been changed since).
+        lock(&faults.size_limits).get_mut("small").unwrap().at -= REFUSED_TOPIC_MEMORY;
+        assert_eq!(faults.too_large("small", 3_000), None);
+    }
+
+    #[test]
+    fn a_compressing_producer_learns_no_size_limits() {
+        let admin = Admin::new("127.0.0.1:1", &[], false).unwrap();
+        let faults =
+            TransactionFaults::new(Arc::new(AtomicU64::new(0))).with_lookups(Arc::new(admin), true);
+        let error = refused(RDKafkaErrorCode::MessageSizeTooLarge);
+        faults.record(
+            &event(3, 0),
+            WriteKind::Route,
+            "small",
+            &error,
+            Refusal::of(&error),
+        );
+        assert!(lock(&faults.oversize).is_empty());
+    }
+
+    #[test]
+    fn a_topic_the_broker_calls_unknown_is_looked_up_not_taken_at_its_word() {
+        // UNKNOWN_TOPIC_OR_PARTITION also answers a write to a topic whose metadata has not
+        // reached that broker yet: only a lookup that finds it missing makes it refused.
+        let admin = Admin::new("127.0.0.1:1", &[], false).unwrap();
+        let faults = TransactionFaults::new(Arc::new(AtomicU64::new(0)))
+            .with_lookups(Arc::new(admin), false);
+        let error = refused(RDKafkaErrorCode::UnknownTopicOrPartition);
+        faults.record(
+            &event(3, 0),
+            WriteKind::Route,
+            "new",
+            &error,
+            Refusal::of(&error),
+        );
+        assert!(faults.has_failed());
+        assert_eq!(faults.refused_topic("new"), None);
+        assert_eq!(
+            lock(&faults.unknown).keys().collect::<Vec<_>>(),
+            ["new"],
+            "looked up between transactions"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 
-use crate::bindings::{Header, SourceRecord};
+use crate::bindings::{Destination, Header, SourceRecord};
 use crate::deadletter::DeadLetterReason;
 use crate::event;
 use crate::event::Event;
@@ -125,14 +125,16 @@ fn route_one(router: &mut dyn RouteEvent, shared: &WorkerShared, item: WorkItem)
             (outcome, source.key, raw)
         }
     };
-    // Exactly-once: a write to a topic that refuses every write would abort the transaction;
-    // the event is dead-lettered instead, as a refused write is in at-least-once.
+    // Exactly-once: a write to a topic that refuses every write, or this record, would abort
+    // the transaction; the event is dead-lettered instead, as a refused write is in
+    // at-least-once.
     let outcome = match (outcome, &shared.faults) {
         (Outcome::Routed(destinations), Some(faults)) => {
-            match destinations
-                .iter()
-                .find_map(|d| faults.refused_topic(&d.topic))
-            {
+            match destinations.iter().find_map(|d| {
+                faults
+                    .refused_topic(&d.topic)
+                    .or_else(|| faults.too_large(&d.topic, record_size(d, key.as_deref(), &raw)))
+            }) {
                 Some(reason) => Outcome::DeadLetter {
                     reason,
                     plugin: None,
@@ -209,4 +211,21 @@ fn route_one(router: &mut dyn RouteEvent, shared: &WorkerShared, item: WorkItem)
                 .send_dead_letter(&event, &reason, plugin.as_deref());
         }
     }
+}
+
+/// The bytes of the record written for `destination`, at least: its key, value and headers,
+/// without the record's and its batch's framing.
+fn record_size(destination: &Destination, source_key: Option<&[u8]>, raw: &[u8]) -> usize {
+    let key = destination
+        .key
+        .as_deref()
+        .or(source_key)
+        .map_or(0, <[u8]>::len);
+    let value = destination.payload.as_ref().map_or(raw.len(), Vec::len);
+    let headers: usize = destination
+        .headers
+        .iter()
+        .map(|h| h.key.len() + h.value.as_ref().map_or(0, Vec::len))
+        .sum();
+    key + value + headers
 }
