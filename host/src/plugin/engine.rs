@@ -23,12 +23,19 @@ use crate::policy::OutputPolicy;
 /// thread is woken.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+/// Wall-clock budget of starting an instance (instantiation, then `init`), unless the call
+/// deadline is longer. It runs once per instance, not per event, and some plugins do real work
+/// there: a componentize-py plugin restores a snapshotted CPython, which took over 100 ms on
+/// two loaded cores.
+pub const START_DEADLINE: Duration = Duration::from_secs(5);
+
 /// Limits every plugin instance runs under.
 #[derive(Debug, Clone)]
 pub struct RuntimeLimits {
     /// Linear memory one instance may use, in bytes.
     pub memory_bytes: usize,
-    /// Wall-clock budget of one `route` or `init` call.
+    /// Wall-clock budget of one `route` call (and of starting an instance, if longer than
+    /// [`START_DEADLINE`]).
     pub call_deadline: Duration,
     /// Lines a plugin may log (through `log`, stdout or stderr) per call; the rest are counted
     /// and dropped, so a chatty plugin cannot flood the host's logs.
@@ -51,9 +58,20 @@ impl Default for RuntimeLimits {
 impl RuntimeLimits {
     /// The call deadline in epoch ticks, at least one.
     pub fn deadline_ticks(&self) -> u64 {
-        let tick = EPOCH_TICK.as_nanos();
-        (self.call_deadline.as_nanos().div_ceil(tick)).max(1) as u64
+        ticks(self.call_deadline)
     }
+
+    /// The deadline of starting an instance in epoch ticks: [`START_DEADLINE`], or the call
+    /// deadline if that is longer.
+    pub fn start_deadline_ticks(&self) -> u64 {
+        ticks(self.call_deadline.max(START_DEADLINE))
+    }
+}
+
+/// `duration` in whole epoch ticks, rounded up, at least one.
+fn ticks(duration: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos();
+    (duration.as_nanos().div_ceil(tick)).max(1) as u64
 }
 
 /// The engine, linker, limits and compile cache shared by every plugin and every routing thread.

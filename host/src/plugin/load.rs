@@ -397,12 +397,12 @@ impl Instance {
         let mut store = Store::new(engine.engine(), state);
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(limits.deadline_ticks());
+        store.set_epoch_deadline(limits.start_deadline_ticks());
         let bindings = pre
             .instantiate(&mut store)
             .map_err(StartError::Instantiate)?;
         store.data_mut().start_call();
-        store.set_epoch_deadline(limits.deadline_ticks());
+        store.set_epoch_deadline(limits.start_deadline_ticks());
         match bindings.call_init(&mut store, config) {
             Ok(Ok(())) => Ok(Self { store, bindings }),
             Ok(Err(msg)) => Err(StartError::Refused(crate::deadletter::truncate(&msg))),
