@@ -39,6 +39,8 @@ fn replica(bootstrap: &str, group: &str, plugins: &std::path::Path, id: &str) ->
             "exactly-once",
             "--transactional-id",
             id,
+            "--deadline-ms",
+            "2000",
         ])
         .arg("--plugins")
         .arg(plugins);

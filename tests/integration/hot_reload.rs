@@ -54,7 +54,7 @@ fn fifty_swaps_under_load_route_every_event_by_exactly_one_version() {
     }
     let bootstrap = kafka.bootstrap_servers();
 
-    let engine = support::engine();
+    let engine = support::unhurried_engine();
     let mut configmap = ConfigMap::new(&by_namespace_files("a-"));
     let (live, _reloader) = watched(&engine, configmap.path(), RollbackPolicy::default());
     let version_a = live.version();
@@ -184,7 +184,7 @@ fn a_release_trapping_on_half_the_events_is_rolled_back_and_its_failures_are_dea
     }
     let bootstrap = kafka.bootstrap_servers();
 
-    let engine = support::engine();
+    let engine = support::unhurried_engine();
     let mut configmap = ConfigMap::new(&hostile_files("{}"));
     let (live, _reloader) = watched(&engine, configmap.path(), RollbackPolicy::default());
     let good = live.version();

@@ -311,7 +311,7 @@ pub fn settings(bootstrap: &str, group: &str) -> PipelineSettings {
 
 /// The by-namespace plugin, loaded as the service loads it.
 pub fn by_namespace_routing() -> Routing {
-    let engine = support::engine();
+    let engine = support::unhurried_engine();
     let set = fanout::plugin::PluginSet::load_path(&engine, &support::wasm("by_namespace"), None)
         .unwrap();
     Routing::fixed(engine, set)

@@ -50,6 +50,8 @@ impl Service {
                 group,
                 "--workers",
                 "2",
+                "--deadline-ms",
+                "2000",
             ])
             .arg("--plugins")
             .arg(plugins);

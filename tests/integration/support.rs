@@ -101,6 +101,19 @@ pub fn engine() -> PluginEngine {
     engine_with(RuntimeLimits::default())
 }
 
+/// The call deadline of tests that route under load but are not about deadlines: on two cores
+/// shared with the rest of the suite, a plain by_namespace call did exceed the 100 ms default,
+/// and its event became a `plugin-timeout` dead letter the test counted as lost.
+pub const UNHURRIED_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// [`engine`] with [`UNHURRIED_DEADLINE`].
+pub fn unhurried_engine() -> PluginEngine {
+    engine_with(RuntimeLimits {
+        call_deadline: UNHURRIED_DEADLINE,
+        ..RuntimeLimits::default()
+    })
+}
+
 pub fn engine_with(limits: RuntimeLimits) -> PluginEngine {
     PluginEngine::new(limits, Some(shared_cache())).unwrap()
 }
