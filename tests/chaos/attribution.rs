@@ -5,8 +5,9 @@
 //!
 //! - a **kill** loses what the dead process wrote but had not committed: its first copy was
 //!   read before the kill, the second after it (once a replica rejoins);
-//! - a **replica start or stop**, a **broker outage** (commits fail while the coordinator is
-//!   down, sessions time out, partitions are lost and reassigned) and **request errors**
+//! - a **replica start or stop**, a **broker outage** or, on the real cluster, a **leader
+//!   kill** (commits fail while the coordinator is down, sessions time out, partitions are lost
+//!   and reassigned) and **request errors**
 //!   (failed commits; `REBALANCE_IN_PROGRESS` makes a member rejoin) act through a rebalance
 //!   that completes seconds later: the old owner may write the first copy after the fault,
 //!   and the new owner the second one up to [`AFTERMATH`] after it (or after the outage ends).
@@ -45,10 +46,13 @@ pub fn cause(faults: &[FaultRecord], first: u32, second: u32) -> String {
             let rank = match f.kind {
                 FaultKind::Kill => 0,
                 FaultKind::ReplicaStart | FaultKind::ReplicaStop => 1,
-                FaultKind::BrokerDown => 2,
+                FaultKind::BrokerDown | FaultKind::LeaderKill => 2,
                 FaultKind::CommitErrors | FaultKind::ProduceErrors => 3,
                 // Part of an outage, blamed on its start.
-                FaultKind::BrokerUp | FaultKind::GoodSwap | FaultKind::BrokenSwap => return None,
+                FaultKind::BrokerUp
+                | FaultKind::NodeRestart
+                | FaultKind::GoodSwap
+                | FaultKind::BrokenSwap => return None,
             };
             let fits = match f.kind {
                 FaultKind::Kill => f.at_ms + READ_LAG_MS > first && f.at_ms <= second,
@@ -60,15 +64,17 @@ pub fn cause(faults: &[FaultRecord], first: u32, second: u32) -> String {
         .map_or_else(|| UNEXPLAINED.to_owned(), |(_, _, f)| f.title())
 }
 
-/// When the effect of fault `i` ends: when its broker comes back, for an outage; at once,
-/// otherwise.
+/// When the effect of fault `i` ends: when its broker or node comes back, for an outage or a
+/// leader kill; at once, otherwise.
 fn outage_end(faults: &[FaultRecord], i: usize) -> u64 {
     let fault = &faults[i];
-    if fault.kind != FaultKind::BrokerDown {
-        return fault.at_ms;
-    }
+    let back = match fault.kind {
+        FaultKind::BrokerDown => FaultKind::BrokerUp,
+        FaultKind::LeaderKill => FaultKind::NodeRestart,
+        _ => return fault.at_ms,
+    };
     faults[i + 1..]
         .iter()
-        .find(|f| f.kind == FaultKind::BrokerUp)
+        .find(|f| f.kind == back)
         .map_or(u64::MAX - AFTERMATH_MS, |up| up.at_ms)
 }

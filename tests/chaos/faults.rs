@@ -1,7 +1,12 @@
 //! The faults: planned up front from the seed, spread over the run by fanout's progress (the
 //! share of events read back), and carried out one at a time by [`Chaos`], which owns the
-//! replicas, the plugin directory and the broker's control channel, and records what it did
-//! and when.
+//! replicas, the plugin directory and the cluster ([`Cluster`]: the mock's control channel, or
+//! the real cluster's nodes), and records what it did and when.
+//!
+//! On the mock, brokers go down and up and request errors are injected; on the real cluster,
+//! which has no control channel, the node leading the busiest source or destination partition
+//! is SIGKILLed and restarted instead. Kills of fanout, the second replica and plugin swaps are
+//! the same on both.
 //!
 //! One at a time, and a broken plugin revision is always followed by a good one within the
 //! same step: a replica restarted while a broken revision is mounted would (rightly) wait,
@@ -13,11 +18,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::broker::{BROKERS, MockBroker};
+use crate::broker::BROKERS;
+use crate::cluster::Cluster;
 use crate::plugins::{PluginVolume, Revision, Written};
 use crate::replica::{Launch, Replica, Slot};
 use crate::rng::Rng;
-use crate::settings::Settings;
+use crate::settings::{Delivery, Settings};
+use crate::workload::SOURCE_TOPIC;
 
 /// Errors injected into fanout's (and the feeder's) produce requests: all retriable.
 const PRODUCE_ERRORS: &[&str] = &[
@@ -52,8 +59,11 @@ const MIN_UPTIME_BEFORE_KILL: Duration = Duration::from_secs(5);
 /// their memory address, so a new member can take the id of one that just expired.
 const MEMBERSHIP_SPACING: Duration = Duration::from_secs(8);
 /// Broker outages stay well below the session timeout, so no live member's session expires
-/// while its coordinator is away (which, with the above, also crashed the mock).
+/// while its coordinator is away (which, with the above, also crashed the mock). A killed
+/// real node stays down as long before it is restarted.
 const OUTAGE_MS: std::ops::RangeInclusive<u64> = 1_000..=4_000;
+/// How often the replicas' transaction counters are read from `/metrics` (exactly-once).
+const METRICS_EVERY: Duration = Duration::from_secs(2);
 
 /// One planned fault.
 #[derive(Debug, Clone)]
@@ -73,9 +83,22 @@ pub enum Fault {
         count: u32,
         error: &'static str,
     },
+    /// Real cluster: SIGKILL the node leading the busiest partition of `of`, and restart it
+    /// after `down_for`.
+    LeaderKill {
+        of: Partitions,
+        down_for: Duration,
+    },
     GoodSwap,
     /// A broken revision, then a good one.
     BrokenSwap(Revision),
+}
+
+/// Which partitions a leader kill picks the busiest of.
+#[derive(Debug, Clone, Copy)]
+pub enum Partitions {
+    Source,
+    Destinations,
 }
 
 /// A fault and when it is due: once this share of the events has come out of fanout.
@@ -101,6 +124,21 @@ pub fn plan(settings: &Settings, rng: &mut Rng) -> Vec<Planned> {
             down_for: Duration::from_millis(rng.between(OUTAGE_MS)),
         };
         add(rng.fraction(0.05, 0.90), fault);
+    }
+    // Spaced through the run: the i-th in the i-th of as many stretches of 5%..90%; they take
+    // turns at the source's partitions and the destinations'.
+    let stretch = 0.85 / f64::from(settings.leader_kills.max(1));
+    for i in 0..settings.leader_kills {
+        let from = 0.05 + stretch * f64::from(i);
+        let fault = Fault::LeaderKill {
+            of: if i % 2 == 0 {
+                Partitions::Source
+            } else {
+                Partitions::Destinations
+            },
+            down_for: Duration::from_millis(rng.between(OUTAGE_MS)),
+        };
+        add(rng.fraction(from, from + stretch), fault);
     }
     for _ in 0..settings.produce_error_bursts {
         let fault = Fault::RequestErrors {
@@ -140,6 +178,8 @@ pub enum FaultKind {
     ReplicaStop,
     BrokerDown,
     BrokerUp,
+    LeaderKill,
+    NodeRestart,
     ProduceErrors,
     CommitErrors,
     GoodSwap,
@@ -154,6 +194,8 @@ impl FaultKind {
             FaultKind::ReplicaStop => "replica stop",
             FaultKind::BrokerDown => "broker down",
             FaultKind::BrokerUp => "broker up",
+            FaultKind::LeaderKill => "leader kill",
+            FaultKind::NodeRestart => "node restart",
             FaultKind::ProduceErrors => "produce errors",
             FaultKind::CommitErrors => "commit errors",
             FaultKind::GoodSwap => "plugin swap",
@@ -198,6 +240,9 @@ pub struct FaultCounts {
     pub replica_stops: u32,
     pub broker_downs: u32,
     pub broker_ups: u32,
+    /// Real cluster: partition leaders SIGKILLed, and those nodes restarted (cluster ready).
+    pub leader_kills: u32,
+    pub node_restarts: u32,
     pub produce_error_bursts: u32,
     pub produce_errors_injected: u32,
     pub commit_error_bursts: u32,
@@ -210,9 +255,39 @@ pub struct FaultCounts {
     pub unexpected_exits: u32,
 }
 
+/// What is down: a mock broker, or a real node.
+#[derive(Debug, Clone, Copy)]
+enum Outage {
+    Broker(i32),
+    Node(i32),
+}
+
+/// One replica process's transaction counters, as last read from its `/metrics`.
+#[derive(Debug, Default, Clone, Copy)]
+struct TransactionCounts {
+    committed: f64,
+    aborted: f64,
+}
+
+/// Transactions of every replica process of the run, summed (exactly-once).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Transactions {
+    /// `fanout_transactions_committed_total`, summed over every process.
+    pub committed: u64,
+    /// `fanout_transactions_aborted_total`, summed over every process: aborts fanout did
+    /// itself. A SIGKILLed process's open transaction is aborted by the broker when its
+    /// successor (same transactional id) starts, and counts in no metric; nor do aborts in a
+    /// process's last moments after its last scrape.
+    pub aborted: u64,
+    /// Processes whose counters were read at least once.
+    pub processes: usize,
+}
+
 /// The system under test and the faults done to it.
 pub struct Chaos {
-    broker: MockBroker,
+    cluster: Cluster,
+    /// The run's topics (name, partitions): where leader kills look for the busiest partition.
+    topics: Vec<(String, i32)>,
     launch: Launch,
     replicas: BTreeMap<Slot, Replica>,
     incarnations: BTreeMap<Slot, u32>,
@@ -221,8 +296,11 @@ pub struct Chaos {
     pub good_versions: HashSet<String>,
     rng: Rng,
     clock: Instant,
-    /// The broker that is down, and when it comes back.
-    outage: Option<(i32, Instant)>,
+    /// What is down, and when it comes back.
+    outage: Option<(Outage, Instant)>,
+    /// Exactly-once: each replica process's counters, by slot and incarnation.
+    transactions: BTreeMap<(Slot, u32), TransactionCounts>,
+    last_metrics: Instant,
     /// The second replica while it drains after SIGTERM, with the index of its fault record.
     stopping: Option<(Replica, Instant, usize)>,
     last_fault: Instant,
@@ -237,7 +315,8 @@ pub struct Chaos {
 impl Chaos {
     /// Starts replica `a` with the volume's first revision in place.
     pub fn start(
-        broker: MockBroker,
+        cluster: Cluster,
+        topics: Vec<(String, i32)>,
         launch: Launch,
         volume: PluginVolume,
         first: Written,
@@ -245,7 +324,8 @@ impl Chaos {
         clock: Instant,
     ) -> anyhow::Result<Self> {
         let mut chaos = Self {
-            broker,
+            cluster,
+            topics,
             launch,
             replicas: BTreeMap::new(),
             incarnations: BTreeMap::new(),
@@ -254,6 +334,8 @@ impl Chaos {
             rng,
             clock,
             outage: None,
+            transactions: BTreeMap::new(),
+            last_metrics: Instant::now(),
             stopping: None,
             last_fault: Instant::now(),
             last_membership_change: Instant::now(),
@@ -283,7 +365,7 @@ impl Chaos {
             self.stopping.is_none() && self.last_membership_change.elapsed() >= MEMBERSHIP_SPACING;
         self.last_fault.elapsed() >= SPACING
             && match fault {
-                Fault::BrokerOutage { .. } => self.outage.is_none(),
+                Fault::BrokerOutage { .. } | Fault::LeaderKill { .. } => self.outage.is_none(),
                 Fault::Kill => membership_settled && !self.killable().is_empty(),
                 Fault::ReplicaStart | Fault::ReplicaStop => membership_settled,
                 _ => true,
@@ -304,7 +386,8 @@ impl Chaos {
         let (kind, detail, ok) = match fault {
             Fault::Kill => {
                 let slot = self.rng.pick(&self.killable());
-                let victim = self.replicas.remove(&slot).expect("running");
+                let mut victim = self.replicas.remove(&slot).expect("running");
+                self.read_transactions(&mut victim);
                 let label = victim.label();
                 victim.kill()?;
                 let restarted = self.start_replica(slot)?;
@@ -322,7 +405,8 @@ impl Chaos {
             }
             Fault::ReplicaStop => {
                 // The run goes on while it drains; `tick` sees it exit.
-                let replica = self.replicas.remove(&Slot::B).context("no replica b")?;
+                let mut replica = self.replicas.remove(&Slot::B).context("no replica b")?;
+                self.read_transactions(&mut replica);
                 replica.send_term()?;
                 self.last_membership_change = Instant::now();
                 let detail = format!("SIGTERM {}", replica.label());
@@ -331,8 +415,10 @@ impl Chaos {
                 (FaultKind::ReplicaStop, detail, true)
             }
             Fault::BrokerOutage { broker, down_for } => {
-                self.broker.command(&format!("broker-down {broker}"))?;
-                self.outage = Some((*broker, Instant::now() + *down_for));
+                self.cluster
+                    .mock()?
+                    .command(&format!("broker-down {broker}"))?;
+                self.outage = Some((Outage::Broker(*broker), Instant::now() + *down_for));
                 self.counts.broker_downs += 1;
                 (
                     FaultKind::BrokerDown,
@@ -341,7 +427,8 @@ impl Chaos {
                 )
             }
             Fault::RequestErrors { api, count, error } => {
-                self.broker
+                self.cluster
+                    .mock()?
                     .command(&format!("request-errors {api} {count} {error}"))?;
                 let kind = if *api == "Produce" {
                     self.counts.produce_error_bursts += 1;
@@ -355,6 +442,33 @@ impl Chaos {
                 (
                     kind,
                     format!("next {count} {api} requests fail with {error}"),
+                    true,
+                )
+            }
+            Fault::LeaderKill { of, down_for } => {
+                let topics: Vec<(String, i32)> = self
+                    .topics
+                    .iter()
+                    .filter(|(topic, _)| match of {
+                        Partitions::Source => topic == SOURCE_TOPIC,
+                        Partitions::Destinations => topic.starts_with("ok."),
+                    })
+                    .cloned()
+                    .collect();
+                let (node, led) = self.cluster.kill_busiest_leader(&topics)?;
+                self.outage = Some((Outage::Node(node), Instant::now() + *down_for));
+                self.counts.leader_kills += 1;
+                (
+                    FaultKind::LeaderKill,
+                    format!(
+                        "SIGKILL Kafka node {node}, leader of the busiest {} partition ({led}); \
+                         restart in {:.1} s",
+                        match of {
+                            Partitions::Source => "source",
+                            Partitions::Destinations => "destination",
+                        },
+                        down_for.as_secs_f64()
+                    ),
                     true,
                 )
             }
@@ -446,17 +560,30 @@ impl Chaos {
         Ok((detail, ok))
     }
 
-    /// Brings a broker back when its outage is over, and notices replicas that exited by
-    /// themselves (each is a problem; it is restarted so the run can go on).
+    /// Brings a broker or node back when its outage is over, reads the replicas'
+    /// transaction counters now and then, and notices replicas that exited by themselves (each
+    /// is a problem; it is restarted so the run can go on).
     pub fn tick(&mut self, progress: f64) -> anyhow::Result<()> {
-        if let Some(crash) = self.broker.crashed() {
+        let down = match self.outage {
+            Some((Outage::Node(id), _)) => Some(id),
+            _ => None,
+        };
+        if let Some(failure) = self.cluster.failed(down) {
             // Not fanout's doing, and nothing can be checked without the cluster's data.
-            return Err(crash.into());
+            return Err(failure);
         }
-        if let Some((broker, until)) = self.outage
+        if let Some((outage, until)) = self.outage
             && Instant::now() >= until
         {
-            self.broker_up(broker, progress)?;
+            self.end_outage(outage, progress, false)?;
+        }
+        if self.last_metrics.elapsed() >= METRICS_EVERY {
+            self.last_metrics = Instant::now();
+            let mut replicas = std::mem::take(&mut self.replicas);
+            for replica in replicas.values_mut() {
+                self.read_transactions(replica);
+            }
+            self.replicas = replicas;
         }
         self.check_stopping(false)?;
         let exited: Vec<(Slot, String)> = self
@@ -513,37 +640,81 @@ impl Chaos {
         Ok(())
     }
 
-    fn broker_up(&mut self, broker: i32, progress: f64) -> anyhow::Result<()> {
-        let at_ms = self.clock.elapsed().as_millis() as u64;
-        self.broker.command(&format!("broker-up {broker}"))?;
+    /// Brings a mock broker up, or restarts a real node (in the background, unless `wait`);
+    /// the outage is over, and recorded, once the node is back and the cluster ready again.
+    fn end_outage(&mut self, outage: Outage, progress: f64, wait: bool) -> anyhow::Result<()> {
+        let (kind, detail) = match outage {
+            Outage::Broker(broker) => {
+                self.cluster
+                    .mock()?
+                    .command(&format!("broker-up {broker}"))?;
+                self.counts.broker_ups += 1;
+                (FaultKind::BrokerUp, format!("broker {broker} up"))
+            }
+            Outage::Node(node) => {
+                let Some(took) = self.cluster.restart(node, wait)? else {
+                    return Ok(()); // still restarting
+                };
+                self.counts.node_restarts += 1;
+                (
+                    FaultKind::NodeRestart,
+                    format!(
+                        "Kafka node {node} restarted; cluster ready after {:.1} s",
+                        took.as_secs_f64()
+                    ),
+                )
+            }
+        };
         self.outage = None;
-        self.counts.broker_ups += 1;
-        self.record(
-            FaultKind::BrokerUp,
-            at_ms,
-            progress,
-            format!("broker {broker} up"),
-            true,
-        );
+        let at_ms = self.clock.elapsed().as_millis() as u64;
+        self.record(kind, at_ms, progress, detail, true);
         Ok(())
     }
 
-    /// Ends the fault phase: every broker up, no injected error left queued.
+    /// Ends the fault phase: every broker or node up, no injected error left queued.
     pub fn calm(&mut self, progress: f64) -> anyhow::Result<()> {
-        if let Some((broker, _)) = self.outage {
-            self.broker_up(broker, progress)?;
+        if let Some((outage, _)) = self.outage {
+            self.end_outage(outage, progress, true)?;
         }
-        for api in ["Produce", "OffsetCommit", "TxnOffsetCommit"] {
-            self.broker
-                .command(&format!("clear-request-errors {api}"))?;
+        if let Cluster::Mock(mock) = &mut self.cluster {
+            for api in ["Produce", "OffsetCommit", "TxnOffsetCommit"] {
+                mock.command(&format!("clear-request-errors {api}"))?;
+            }
         }
         Ok(())
+    }
+
+    /// Exactly-once: reads `replica`'s transaction counters from its `/metrics`, if it
+    /// answers (a replica still starting may not).
+    fn read_transactions(&mut self, replica: &mut Replica) {
+        if self.launch.delivery != Delivery::ExactlyOnce {
+            return;
+        }
+        let counter = |replica: &mut Replica, name| replica.counter(name).ok().flatten();
+        let committed = counter(replica, "fanout_transactions_committed_total");
+        let aborted = counter(replica, "fanout_transactions_aborted_total");
+        if let (Some(committed), Some(aborted)) = (committed, aborted) {
+            self.transactions.insert(
+                (replica.slot, replica.incarnation),
+                TransactionCounts { committed, aborted },
+            );
+        }
+    }
+
+    /// Exactly-once: the transactions of every replica process, summed.
+    pub fn transactions(&self) -> Option<Transactions> {
+        (self.launch.delivery == Delivery::ExactlyOnce).then(|| Transactions {
+            committed: self.transactions.values().map(|t| t.committed as u64).sum(),
+            aborted: self.transactions.values().map(|t| t.aborted as u64).sum(),
+            processes: self.transactions.len(),
+        })
     }
 
     /// Stops every replica with SIGTERM; each must exit 0.
     pub fn stop_replicas(&mut self) -> anyhow::Result<()> {
         self.check_stopping(true)?;
-        for (_, replica) in std::mem::take(&mut self.replicas) {
+        for (_, mut replica) in std::mem::take(&mut self.replicas) {
+            self.read_transactions(&mut replica);
             let label = replica.label();
             let (status, took) = replica.terminate(SHUTDOWN_TIMEOUT)?;
             println!(
@@ -575,8 +746,8 @@ impl Chaos {
             .join("\n")
     }
 
-    pub fn into_broker(self) -> MockBroker {
-        self.broker
+    pub fn into_cluster(self) -> Cluster {
+        self.cluster
     }
 }
 

@@ -22,7 +22,6 @@ use rdkafka::producer::{
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::group::Committed;
-use crate::replica::ONE_REQUEST_IN_FLIGHT;
 use crate::settings::Settings;
 use crate::workload::{SOURCE_PARTITIONS, SOURCE_TOPIC, Workload};
 
@@ -67,13 +66,17 @@ impl Feeder {
             failures: Mutex::new(Vec::new()),
             done: AtomicBool::new(false),
         });
-        let producer: ThreadedProducer<DeliveryLog> = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", bootstrap)
             .set("linger.ms", "5")
             .set("enable.idempotence", "true")
-            // One request at a time: see `replica::ONE_REQUEST_IN_FLIGHT`.
-            .set(ONE_REQUEST_IN_FLIGHT.0, ONE_REQUEST_IN_FLIGHT.1)
-            .set("message.timeout.ms", "600000")
+            .set("message.timeout.ms", "600000");
+        // On the mock, one request at a time: see `replica::ONE_REQUEST_IN_FLIGHT`.
+        for (key, value) in settings.kafka.producer_workarounds() {
+            config.set(*key, *value);
+        }
+        let producer: ThreadedProducer<DeliveryLog> = config
             .create_with_context(DeliveryLog {
                 progress: progress.clone(),
             })

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use crate::settings::Delivery;
+use crate::settings::{Delivery, Kafka};
 use crate::support;
 use crate::workload::{DEAD_LETTER_TOPIC, SOURCE_TOPIC};
 
@@ -58,6 +58,8 @@ pub struct Launch {
     pub bootstrap: String,
     pub plugins: PathBuf,
     pub delivery: Delivery,
+    /// The cluster, for its workarounds ([`Kafka::producer_workarounds`]).
+    pub kafka: Kafka,
     /// Config files and logs go here.
     pub dir: PathBuf,
 }
@@ -70,11 +72,14 @@ impl Launch {
             Delivery::AtLeastOnce => String::new(),
             Delivery::ExactlyOnce => format!("transactional_id = \"{GROUP}-{}\"\n", slot.name()),
         };
-        // max.in.flight 1: see ONE_REQUEST_IN_FLIGHT.
-        // fetch.wait.max.ms: the mock answers an empty fetch only after the full wait, even when
-        // data arrives meanwhile (see benches/pipeline.rs). A 10 s session lets the group notice
-        // a SIGKILLed member sooner than librdkafka's default 45 s, while outliving every
-        // broker outage of the run (see `faults`).
+        // The mock's workarounds (`Kafka::*_workarounds`), if any. A 10 s session lets the
+        // group notice a SIGKILLed member sooner than librdkafka's default 45 s, while
+        // outliving every broker outage of the run (see `faults`).
+        let properties = |list: &[(&str, &str)]| {
+            list.iter()
+                .map(|(k, v)| format!("\"{k}\" = \"{v}\"\n"))
+                .collect::<String>()
+        };
         let config = format!(
             r#"[kafka]
 bootstrap_servers = "{bootstrap}"
@@ -85,11 +90,9 @@ commit_interval_ms = 1000
 delivery = "{delivery}"
 {transactional_id}
 [kafka.producer]
-"{in_flight_key}" = "{in_flight_value}"
-
+{producer}
 [kafka.consumer]
-"fetch.wait.max.ms" = "10"
-"session.timeout.ms" = "{SESSION_TIMEOUT_MS}"
+{consumer}"session.timeout.ms" = "{SESSION_TIMEOUT_MS}"
 "heartbeat.interval.ms" = "1000"
 
 [plugins]
@@ -104,8 +107,8 @@ listen = "127.0.0.1:0"
 "#,
             bootstrap = self.bootstrap,
             delivery = self.delivery.name(),
-            in_flight_key = ONE_REQUEST_IN_FLIGHT.0,
-            in_flight_value = ONE_REQUEST_IN_FLIGHT.1,
+            producer = properties(self.kafka.producer_workarounds()),
+            consumer = properties(self.kafka.consumer_workarounds()),
             plugins = self.plugins.display(),
         );
         let path = self.dir.join(format!("fanout-{}.toml", slot.name()));
@@ -240,6 +243,16 @@ impl Replica {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// A counter from `/metrics`; `None` until it is exported.
+    pub fn counter(&mut self, name: &str) -> anyhow::Result<Option<f64>> {
+        let addr = self.http(Duration::from_secs(1))?;
+        let body = http_get(&addr, "/metrics")?;
+        Ok(body.lines().find_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            (key == name).then(|| value.parse().ok())?
+        }))
     }
 
     /// `/status`, parsed.

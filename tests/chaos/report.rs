@@ -7,13 +7,17 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::faults::{FaultCounts, FaultRecord};
+use crate::faults::{FaultCounts, FaultRecord, Transactions};
 use crate::reconcile::Reconciliation;
 use crate::replica::ReloadLog;
 
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub setting: &'static str,
+    /// The cluster the run was against (mock or Apache Kafka, with its shape).
+    pub cluster: String,
+    /// Faults this cluster can't have, which the run therefore did not do.
+    pub not_done: Vec<String>,
     pub seed: u64,
     pub delivery: &'static str,
     pub events: u64,
@@ -27,6 +31,8 @@ pub struct Report {
     pub workload: BTreeMap<String, u64>,
     pub faults: FaultCounts,
     pub outcome: Reconciliation,
+    /// Exactly-once: the replicas' transactions committed and aborted.
+    pub transactions: Option<Transactions>,
     pub reload_log: ReloadLog,
     /// Times the group's committed offset of a partition went backwards.
     pub committed_offset_regressions: u64,
@@ -56,6 +62,10 @@ impl Report {
             self.elapsed_s,
             if self.passed { "PASSED" } else { "FAILED" }
         );
+        let _ = writeln!(t, "cluster: {}", self.cluster);
+        for skipped in &self.not_done {
+            let _ = writeln!(t, "not done on this cluster: {skipped}");
+        }
         let row = |t: &mut String, label: &str, value: String| {
             let _ = writeln!(t, "  {label:<44} {value:>14}");
         };
@@ -74,6 +84,11 @@ impl Report {
             &mut t,
             "broker down / up",
             format!("{} / {}", f.broker_downs, f.broker_ups),
+        );
+        row(
+            &mut t,
+            "partition leader SIGKILLed / node restarted",
+            format!("{} / {}", f.leader_kills, f.node_restarts),
         );
         row(
             &mut t,
@@ -114,6 +129,13 @@ impl Report {
             thousands(o.dead_lettered),
         );
         row(&mut t, "lost (must be 0)", thousands(o.lost));
+        if let Some(x) = &self.transactions {
+            row(
+                &mut t,
+                "transactions committed / aborted (metrics)",
+                format!("{} / {}", thousands(x.committed), thousands(x.aborted)),
+            );
+        }
         row(
             &mut t,
             "wrong outcome, events (records) (must be 0)",
@@ -206,6 +228,10 @@ impl Report {
             self.elapsed_s,
             self.feed_and_drain_s
         );
+        let _ = writeln!(m, "Cluster: {}.\n", self.cluster);
+        for skipped in &self.not_done {
+            let _ = writeln!(m, "Not done on this cluster: {skipped}.\n");
+        }
         if !self.failures.is_empty() {
             let _ = writeln!(m, "## Failures\n");
             for failure in &self.failures {
@@ -231,6 +257,15 @@ impl Report {
         ] {
             let _ = writeln!(m, "| {label} | {value} |");
         }
+        if let Some(x) = &self.transactions {
+            let _ = writeln!(
+                m,
+                "| transactions committed (fanout_transactions_committed_total) | {} |\n\
+                 | transactions aborted (fanout_transactions_aborted_total) | {} |",
+                thousands(x.committed),
+                thousands(x.aborted)
+            );
+        }
         let _ = writeln!(m, "\n## Events fed\n\n| kind | events |\n| --- | ---: |");
         for (kind, n) in &self.workload {
             let _ = writeln!(m, "| {kind} | {} |", thousands(*n));
@@ -246,6 +281,8 @@ impl Report {
             ),
             ("broker down", f.broker_downs.to_string()),
             ("broker up", f.broker_ups.to_string()),
+            ("partition leader SIGKILLed", f.leader_kills.to_string()),
+            ("killed node restarted", f.node_restarts.to_string()),
             (
                 "produce error bursts (errors)",
                 format!("{} ({})", f.produce_error_bursts, f.produce_errors_injected),

@@ -18,6 +18,7 @@ use fanout::pipeline::{PipelineSettings, Routing};
 use fanout::stats::Stats;
 
 use crate::support;
+use crate::watermarks;
 
 pub const SOURCE: &str = "cluster-events";
 pub const DEAD_LETTER: &str = "fanout-dead-letter";
@@ -250,35 +251,10 @@ pub fn read_all_with(
     }
 }
 
-/// The end offset (high watermark) of every partition that holds records. Two ListOffsets
-/// rounds for all partitions at once: asking partition by partition takes longer than a
-/// test's whole timeout on the mock cluster (about 0.1 s a partition, 16 partitions a topic).
+/// The end offset (high watermark) of every partition that holds records, in one ListOffsets
+/// round per watermark ([`watermarks`]).
 fn ends(consumer: &BaseConsumer, partitions: &[(String, i32)]) -> HashMap<(String, i32), i64> {
-    let at = |offset: Offset| {
-        let mut list = TopicPartitionList::new();
-        for (topic, partition) in partitions {
-            list.add_partition_offset(topic, *partition, offset)
-                .unwrap();
-        }
-        consumer
-            .offsets_for_times(list, Duration::from_secs(30))
-            .unwrap_or_else(|e| panic!("watermarks of {partitions:?}: {e}"))
-            .elements()
-            .iter()
-            .map(|e| {
-                let offset = match e.offset() {
-                    Offset::Offset(o) => o,
-                    other => panic!("watermark of {}/{}: {other:?}", e.topic(), e.partition()),
-                };
-                ((e.topic().to_owned(), e.partition()), offset)
-            })
-            .collect::<HashMap<_, _>>()
-    };
-    let low = at(Offset::Beginning);
-    let mut high = at(Offset::End);
-    // An empty partition has no position to reach.
-    high.retain(|key, high| low.get(key).is_some_and(|low| *high > *low));
-    high
+    watermarks::ends_of_nonempty(consumer, partitions).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Whether `consumer`'s position in every partition of `ends` has reached its end offset.

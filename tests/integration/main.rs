@@ -26,3 +26,4 @@ mod security;
 mod service;
 mod support;
 mod topic_creation;
+mod watermarks;

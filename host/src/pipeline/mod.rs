@@ -16,6 +16,7 @@ pub mod inflight;
 pub mod offsets;
 pub mod topics;
 pub mod transaction;
+pub mod watchdog;
 pub mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

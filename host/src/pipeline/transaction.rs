@@ -33,7 +33,10 @@
 //!   unknown member or a stale generation, KIP-447): the transaction aborts, as any failed one,
 //!   and the consumer rejoins the group as a new member; nothing it wrote meanwhile commits;
 //! - this replica was fenced (another producer with the same transactional id): a fatal error.
-//!   The pipeline stops and fanout exits non-zero, so Kubernetes restarts the pod.
+//!   The pipeline stops and fanout exits non-zero, so Kubernetes restarts the pod;
+//! - a transactional call hangs past its timeout (librdkafka 2.12 after the group coordinator
+//!   node left the cluster): fanout exits non-zero past [`STUCK_CALL`], for the same restart
+//!   ([`crate::pipeline::watchdog`]).
 //!
 //! After an abort, acknowledgements of the discarded writes may still arrive. Each abort starts
 //! a new generation; events carry theirs, and acknowledgements or faults of an older one are
@@ -58,6 +61,7 @@ use crate::kafka::producer::{Producer, Refusal};
 use crate::lock;
 use crate::pipeline::inflight::{InFlightEvent, WriteKind};
 use crate::pipeline::topics::TopicGuard;
+use crate::pipeline::watchdog::CallWatch;
 use crate::stats::Stats;
 
 /// Longest a transaction waits for its writes before it gives up and aborts. librdkafka fails a
@@ -68,6 +72,10 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Timeout of one transactional call to the broker (retried while it is retriable).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A transactional call that has not returned after this long has hung in librdkafka, which
+/// no longer keeps its timeout; the process exits ([`CallWatch`]).
+pub const STUCK_CALL: Duration = Duration::from_secs(30);
 
 /// After a write fails, how long the batch's other writes may take to settle before the abort
 /// (on a healthy cluster they take milliseconds).
@@ -383,6 +391,8 @@ pub struct Transactions {
     batch: Mutex<Batch>,
     /// A fatal error met inside the rebalance callback, which can't return it.
     fatal: Mutex<Option<anyhow::Error>>,
+    /// Bounds every transactional call ([`STUCK_CALL`]).
+    watch: CallWatch,
 }
 
 impl Transactions {
@@ -408,6 +418,7 @@ impl Transactions {
             topics,
             batch: Mutex::default(),
             fatal: Mutex::default(),
+            watch: CallWatch::exit_when_stuck(STUCK_CALL),
         }
     }
 
@@ -416,7 +427,10 @@ impl Transactions {
     /// Retried while the brokers are unreachable, until `stop`.
     pub fn init(&self, stop: &AtomicBool) -> anyhow::Result<()> {
         loop {
-            match self.producer.client().init_transactions(CALL_TIMEOUT) {
+            let init = self.watch.during("init_transactions", || {
+                self.producer.client().init_transactions(CALL_TIMEOUT)
+            });
+            match init {
                 Ok(()) => {
                     tracing::info!(
                         transactional_id = %self.settings.transactional_id,
@@ -604,13 +618,19 @@ impl Transactions {
                 )
             })?;
             retry("sending offsets to the transaction", || {
-                self.producer
-                    .client()
-                    .send_offsets_to_transaction(&offsets, &group, CALL_TIMEOUT)
+                self.watch.during("send_offsets_to_transaction", || {
+                    self.producer.client().send_offsets_to_transaction(
+                        &offsets,
+                        &group,
+                        CALL_TIMEOUT,
+                    )
+                })
             })?;
         }
         retry("committing the transaction", || {
-            self.producer.client().commit_transaction(CALL_TIMEOUT)
+            self.watch.during("commit_transaction", || {
+                self.producer.client().commit_transaction(CALL_TIMEOUT)
+            })
         })
     }
 
@@ -640,7 +660,10 @@ impl Transactions {
         // stops, and its restart's `init_transactions` aborts what is left open.
         let give_up = Instant::now() + WRITE_TIMEOUT;
         loop {
-            match self.producer.client().abort_transaction(CALL_TIMEOUT) {
+            let aborted = self.watch.during("abort_transaction", || {
+                self.producer.client().abort_transaction(CALL_TIMEOUT)
+            });
+            match aborted {
                 Ok(()) => break,
                 Err(KafkaError::Transaction(e))
                     if e.is_retriable() && !e.is_fatal() && Instant::now() < give_up =>
