@@ -142,12 +142,23 @@ fn a_fenced_replica_exits_non_zero_and_says_why() {
 /// on two cores shared with three Kafka nodes a plain call did exceed 100 ms (42 events of
 /// 100,000 were dead-lettered `plugin-timeout`), and deadlines are not what these tests check.
 fn real_replica(scope: &Scope, plugins: &std::path::Path, id: &str) -> Service {
+    real_replica_with(scope, plugins, id, &[])
+}
+
+/// [`real_replica`] with `extra` arguments.
+fn real_replica_with(
+    scope: &Scope,
+    plugins: &std::path::Path,
+    id: &str,
+    extra: &[&str],
+) -> Service {
     Service::start(|c| {
         c.args(scope.args())
             .args(["--workers", "2", "--delivery", "exactly-once"])
             .args(["--transactional-id", id])
             .args(["--kafka-property", "session.timeout.ms=6000"])
             .args(["--deadline-ms", "2000"])
+            .args(extra)
             .arg("--plugins")
             .arg(plugins);
     })
@@ -404,49 +415,42 @@ fn a_zombie_replica_is_fenced_by_the_group_and_duplicates_nothing() {
     assert_eq!(scope.reconcile(&source, &received), 0, "no duplicates");
 }
 
-#[test]
-fn a_failed_transaction_is_aborted_and_its_events_routed_again() {
-    let scope = Scope::new("eos-abort");
-    let refused_topic = format!("{}-refused", scope.name);
-    let mut source = scope.workload(6_000, 5);
-    // 50 events, one in 120, go to a topic whose records may be at most 1,500 bytes, carrying a
-    // 3 KB message: writes the broker refuses for good (MESSAGE_TOO_LARGE), each failing its
-    // whole transaction. All are fed at once, so a batch holds several: the first refusal
-    // teaches fanout the topic's limit, and the rest are dead-lettered without another abort.
-    let mut too_large = 0;
-    for record in source.iter_mut().skip(60).step_by(120).take(50) {
-        too_large += 1;
-        let mut envelope: serde_json::Value = serde_json::from_slice(&record.value).unwrap();
-        envelope["event"]["metadata"]["namespace"] = refused_topic.clone().into();
-        envelope["event"]["message"] = "x".repeat(3_000).into();
-        record.value = serde_json::to_vec(&envelope).unwrap();
-    }
-    let mut topics = scope.output_topics(&source);
-    topics.retain(|t| t != &refused_topic);
+/// What a run of [`route_around`] found.
+struct RoutedAround {
+    aborted: f64,
+    log: String,
+    /// The `fanout-reason` of every `produce-failed` dead letter.
+    refusals: Vec<String>,
+}
+
+/// Feeds all of `source` to one real replica (given `extra` arguments) and waits until its
+/// group has committed every offset, with the events routed to `around` expected as
+/// `produce-failed` dead letters instead. A `read_committed` reader of every other
+/// destination and the dead-letter topic, to each partition's high watermark, must find each
+/// event exactly once: nothing of the aborted transactions, nothing lost. Creates the
+/// destination topics (except `around`) and the source.
+fn route_around(
+    scope: &Scope,
+    source: &[kafka::SourceRecord],
+    around: &str,
+    extra: &[&str],
+) -> RoutedAround {
+    let mut topics = scope.output_topics(source);
+    topics.retain(|t| t != around);
     let mut create: Vec<(String, i32)> = topics.iter().map(|t| (t.clone(), 4)).collect();
     create.push((scope.source.clone(), PARTITIONS));
-    let cluster = apache_kafka::cluster();
-    cluster.create_topics(&create, &[]).unwrap();
-    cluster
-        .create_topics(
-            &[(refused_topic.clone(), 1)],
-            &[("max.message.bytes", "1500")],
-        )
-        .unwrap();
+    apache_kafka::cluster().create_topics(&create, &[]).unwrap();
     let plugins = support::plugin_set_dir(&["by_namespace"], &[]);
     let progress = scope.offsets_reader();
 
-    scope.produce(&source);
-    let service = real_replica(&scope, plugins.path(), "eos-abort");
+    scope.produce(source);
+    let service = real_replica_with(scope, plugins.path(), &scope.name, extra);
     let total = source.len() as i64;
-    wait_for_committed(&scope, &progress, total, Duration::from_secs(180), &service);
+    wait_for_committed(scope, &progress, total, Duration::from_secs(180), &service);
     let aborted = metric(&service, "fanout_transactions_aborted_total");
     let (status, log) = service.terminate();
     assert!(status.success(), "{log}");
 
-    // After an abort the refused events are dead-lettered; everything else is routed again.
-    // A read_committed reader sees each event exactly once: nothing of the aborted
-    // transactions, nothing lost.
     let received = kafka::read_all(
         &scope.bootstrap,
         &topics,
@@ -454,26 +458,85 @@ fn a_failed_transaction_is_aborted_and_its_events_routed_again() {
         Duration::from_secs(120),
     );
     let destination = |r: &kafka::SourceRecord| match kafka::expected(r) {
-        kafka::Expected::Topic(t) if t != refused_topic => t,
+        kafka::Expected::Topic(t) if t != around => t,
         _ => scope.dead_letter.clone(),
     };
-    let duplicates = kafka::reconcile_by(&source, &received, destination);
-    let refused = received
+    assert_eq!(
+        kafka::reconcile_by(source, &received, destination),
+        0,
+        "no event twice across the aborts"
+    );
+    let refusals = received
         .iter()
-        .filter(|r| {
-            r.topic == scope.dead_letter
-                && r.headers
-                    .get("fanout-reason")
-                    .is_some_and(|reason| reason.starts_with("produce-failed"))
-        })
-        .count();
-    println!("50 refused writes: {aborted} aborted transactions, {refused} dead letters");
-    for line in log
-        .lines()
-        .filter(|l| l.contains("aborted") || l.contains("max.message"))
-    {
+        .filter(|r| r.topic == scope.dead_letter)
+        .filter_map(|r| r.headers.get("fanout-reason"))
+        .filter(|reason| reason.starts_with("produce-failed"))
+        .cloned()
+        .collect();
+    for line in log.lines().filter(|l| l.contains("aborted")) {
         println!("  {line}");
     }
+    RoutedAround {
+        aborted,
+        log,
+        refusals,
+    }
+}
+
+/// Sends every 1 in `step` routable events of `source`, `count` in all, to namespace `to`,
+/// with `message` as the event's message if given.
+fn redirect(
+    source: &mut [kafka::SourceRecord],
+    step: usize,
+    count: usize,
+    to: &str,
+    message: Option<&str>,
+) {
+    let mut redirected = 0;
+    for record in source.iter_mut().skip(step / 2).step_by(step) {
+        if redirected == count || !matches!(kafka::expected(record), kafka::Expected::Topic(_)) {
+            continue;
+        }
+        let mut envelope: serde_json::Value = serde_json::from_slice(&record.value).unwrap();
+        envelope["event"]["metadata"]["namespace"] = to.into();
+        if let Some(message) = message {
+            envelope["event"]["message"] = message.into();
+        }
+        record.value = serde_json::to_vec(&envelope).unwrap();
+        redirected += 1;
+    }
+    assert_eq!(redirected, count, "{count} events redirected to {to}");
+}
+
+#[test]
+fn a_failed_transaction_is_aborted_and_its_events_routed_again() {
+    // 50 events, one in 110, go to a topic whose records may be at most 1,500 bytes, carrying a
+    // 3 KB message: writes the broker refuses for good (MESSAGE_TOO_LARGE), each failing its
+    // whole transaction. All are fed at once, so a batch holds several: the first refusal
+    // teaches fanout the topic's limit, and the rest are dead-lettered without another abort.
+    let scope = Scope::new("eos-abort");
+    let refused_topic = format!("{}-refused", scope.name);
+    let mut source = scope.workload(6_000, 5);
+    redirect(
+        &mut source,
+        110,
+        50,
+        &refused_topic,
+        Some(&"x".repeat(3_000)),
+    );
+    apache_kafka::cluster()
+        .create_topics(
+            &[(refused_topic.clone(), 1)],
+            &[("max.message.bytes", "1500")],
+        )
+        .unwrap();
+
+    let run = route_around(&scope, &source, &refused_topic, &[]);
+    let (aborted, log) = (run.aborted, &run.log);
+    println!(
+        "50 refused writes: {aborted} aborted transactions, {} dead letters",
+        run.refusals.len()
+    );
     assert!(
         aborted >= 1.0,
         "the refused writes aborted a transaction:\n{log}"
@@ -490,9 +553,11 @@ fn a_failed_transaction_is_aborted_and_its_events_routed_again() {
         log.contains("max.message.bytes"),
         "the learnt limit is logged:\n{log}"
     );
-    assert_eq!(too_large, 50);
-    assert_eq!(refused, 50, "the refused events were dead-lettered:\n{log}");
-    assert_eq!(duplicates, 0, "no event twice across the aborts");
+    assert_eq!(
+        run.refusals.len(),
+        50,
+        "the refused events were dead-lettered:\n{log}"
+    );
 }
 
 #[test]
@@ -504,71 +569,23 @@ fn a_topic_that_does_not_exist_costs_its_batch_one_abort() {
     let scope = Scope::new("eos-absent");
     let absent = format!("{}-absent", scope.name);
     let mut source = scope.workload(3_000, 5);
-    let mut routed_to_absent = 0;
-    for record in source.iter_mut().skip(50).step_by(80) {
-        if routed_to_absent == 30 || !matches!(kafka::expected(record), kafka::Expected::Topic(_)) {
-            continue;
-        }
-        let mut envelope: serde_json::Value = serde_json::from_slice(&record.value).unwrap();
-        envelope["event"]["metadata"]["namespace"] = absent.clone().into();
-        record.value = serde_json::to_vec(&envelope).unwrap();
-        routed_to_absent += 1;
-    }
-    assert_eq!(routed_to_absent, 30);
-    let mut topics = scope.output_topics(&source);
-    topics.retain(|t| t != &absent);
-    let mut create: Vec<(String, i32)> = topics.iter().map(|t| (t.clone(), 4)).collect();
-    create.push((scope.source.clone(), PARTITIONS));
-    apache_kafka::cluster().create_topics(&create, &[]).unwrap();
-    let plugins = support::plugin_set_dir(&["by_namespace"], &[]);
-    let progress = scope.offsets_reader();
+    redirect(&mut source, 80, 30, &absent, None);
 
-    scope.produce(&source);
-    let service = Service::start(|c| {
-        c.args(scope.args())
-            .args(["--workers", "2", "--delivery", "exactly-once"])
-            .args(["--transactional-id", "eos-absent"])
-            .args(["--kafka-property", "session.timeout.ms=6000"])
-            // How long librdkafka waits for a topic it was told is unknown to appear before
-            // failing its writes (30 s by default).
-            .args(["--kafka-property", "topic.metadata.propagation.max.ms=2000"])
-            .args(["--deadline-ms", "2000"])
-            .arg("--plugins")
-            .arg(plugins.path());
-    });
-    let total = source.len() as i64;
-    wait_for_committed(&scope, &progress, total, Duration::from_secs(180), &service);
-    let aborted = metric(&service, "fanout_transactions_aborted_total");
-    let (status, log) = service.terminate();
-    assert!(status.success(), "{log}");
-
-    let received = kafka::read_all(
-        &scope.bootstrap,
-        &topics,
-        source.len(),
-        Duration::from_secs(120),
+    // How long librdkafka waits for a topic it was told is unknown to appear before failing
+    // its writes (30 s by default).
+    let run = route_around(
+        &scope,
+        &source,
+        &absent,
+        &["--kafka-property", "topic.metadata.propagation.max.ms=2000"],
     );
-    let destination = |r: &kafka::SourceRecord| match kafka::expected(r) {
-        kafka::Expected::Topic(t) if t != absent => t,
-        _ => scope.dead_letter.clone(),
-    };
-    assert_eq!(
-        kafka::reconcile_by(&source, &received, destination),
-        0,
-        "no event twice"
-    );
-    let refused: Vec<&str> = received
-        .iter()
-        .filter(|r| r.topic == scope.dead_letter)
-        .filter_map(|r| r.headers.get("fanout-reason"))
-        .filter(|reason| reason.starts_with("produce-failed"))
-        .map(String::as_str)
-        .collect();
+    let (aborted, log) = (run.aborted, &run.log);
     println!("30 writes to a missing topic: {aborted} aborted transactions");
-    assert_eq!(refused.len(), 30, "dead-lettered as refused:\n{log}");
+    assert_eq!(run.refusals.len(), 30, "dead-lettered as refused:\n{log}");
     assert!(
-        refused.iter().all(|reason| reason.contains(&absent)),
-        "each reason names the topic: {refused:?}"
+        run.refusals.iter().all(|reason| reason.contains(&absent)),
+        "each reason names the topic: {:?}",
+        run.refusals
     );
     assert!(
         log.contains("refuses every write"),

@@ -822,6 +822,25 @@ mod tests {
         KafkaError::MessageProduction(code)
     }
 
+    /// Faults that look refusals up, through an admin client that reaches no cluster.
+    fn looking_up(compressing: bool) -> TransactionFaults {
+        let admin = Admin::new("127.0.0.1:1", &[], false).unwrap();
+        TransactionFaults::new(Arc::new(AtomicU64::new(0)))
+            .with_lookups(Arc::new(admin), compressing)
+    }
+
+    /// Records a routed write of offset 3 to `topic` refused with `code`.
+    fn refuse(faults: &TransactionFaults, topic: &str, code: RDKafkaErrorCode) {
+        let error = refused(code);
+        faults.record(
+            &event(3, 0),
+            WriteKind::Route,
+            topic,
+            &error,
+            Refusal::of(&error),
+        );
+    }
+
     #[test]
     fn a_topic_that_refuses_every_write_is_remembered_for_the_topic() {
         let faults = TransactionFaults::new(Arc::new(AtomicU64::new(0)));
@@ -860,17 +879,8 @@ mod tests {
 
     #[test]
     fn a_topic_that_refused_a_record_as_too_large_refuses_larger_ones_once_its_limit_is_known() {
-        let admin = Admin::new("127.0.0.1:1", &[], false).unwrap();
-        let faults = TransactionFaults::new(Arc::new(AtomicU64::new(0)))
-            .with_lookups(Arc::new(admin), false);
-        let error = refused(RDKafkaErrorCode::MessageSizeTooLarge);
-        faults.record(
-            &event(3, 0),
-            WriteKind::Route,
-            "small",
-            &error,
-            Refusal::of(&error),
-        );
+        let faults = looking_up(false);
+        refuse(&faults, "small", RDKafkaErrorCode::MessageSizeTooLarge);
         // Until the limit is looked up (between transactions), nothing but the event itself.
         assert_eq!(faults.too_large("small", 1_000_000), None);
         let pending = std::mem::take(&mut *lock(&faults.oversize));
@@ -897,17 +907,8 @@ mod tests {
 
     #[test]
     fn a_compressing_producer_learns_no_size_limits() {
-        let admin = Admin::new("127.0.0.1:1", &[], false).unwrap();
-        let faults =
-            TransactionFaults::new(Arc::new(AtomicU64::new(0))).with_lookups(Arc::new(admin), true);
-        let error = refused(RDKafkaErrorCode::MessageSizeTooLarge);
-        faults.record(
-            &event(3, 0),
-            WriteKind::Route,
-            "small",
-            &error,
-            Refusal::of(&error),
-        );
+        let faults = looking_up(true);
+        refuse(&faults, "small", RDKafkaErrorCode::MessageSizeTooLarge);
         assert!(lock(&faults.oversize).is_empty());
     }
 
@@ -915,17 +916,8 @@ mod tests {
     fn a_topic_the_broker_calls_unknown_is_looked_up_not_taken_at_its_word() {
         // UNKNOWN_TOPIC_OR_PARTITION also answers a write to a topic whose metadata has not
         // reached that broker yet: only a lookup that finds it missing makes it refused.
-        let admin = Admin::new("127.0.0.1:1", &[], false).unwrap();
-        let faults = TransactionFaults::new(Arc::new(AtomicU64::new(0)))
-            .with_lookups(Arc::new(admin), false);
-        let error = refused(RDKafkaErrorCode::UnknownTopicOrPartition);
-        faults.record(
-            &event(3, 0),
-            WriteKind::Route,
-            "new",
-            &error,
-            Refusal::of(&error),
-        );
+        let faults = looking_up(false);
+        refuse(&faults, "new", RDKafkaErrorCode::UnknownTopicOrPartition);
         assert!(faults.has_failed());
         assert_eq!(faults.refused_topic("new"), None);
         assert_eq!(
