@@ -140,18 +140,24 @@ impl Admin {
         }
     }
 
+    /// Waits for `request`'s answer for at most `timeout`; `Err` says it did not come.
+    fn answer_within<T>(
+        &self,
+        timeout: Duration,
+        request: impl std::future::Future<Output = T>,
+    ) -> Result<T, String> {
+        self.runtime
+            .block_on(async { tokio::time::timeout(timeout, request).await })
+            .map_err(|_| format!("no answer in {} s", timeout.as_secs()))
+    }
+
     /// The largest record batch `topic` accepts, in bytes: its `max.message.bytes`, the broker's
     /// default unless the topic overrides it. `Err` when the cluster did not say.
     pub fn max_message_bytes(&self, topic: &str, timeout: Duration) -> Result<usize, String> {
         let resource = ResourceSpecifier::Topic(topic);
         let options = AdminOptions::new().request_timeout(Some(timeout));
         let results = self
-            .runtime
-            .block_on(async {
-                tokio::time::timeout(timeout, self.admin.describe_configs([&resource], &options))
-                    .await
-            })
-            .map_err(|_| format!("no answer in {} s", timeout.as_secs()))?
+            .answer_within(timeout, self.admin.describe_configs([&resource], &options))?
             .map_err(|e| e.to_string())?;
         let config = results
             .into_iter()
@@ -179,14 +185,8 @@ impl Admin {
         }
         let options = AdminOptions::new().operation_timeout(Some(CREATE_TIMEOUT));
         let results = self
-            .runtime
-            .block_on(async {
-                tokio::time::timeout(CREATE_TIMEOUT, self.admin.create_topics([&new], &options))
-                    .await
-            })
-            .map_err(|_| {
-                CreateError::Unanswered(format!("no answer in {} s", CREATE_TIMEOUT.as_secs()))
-            })?
+            .answer_within(CREATE_TIMEOUT, self.admin.create_topics([&new], &options))
+            .map_err(CreateError::Unanswered)?
             .map_err(|e| CreateError::Unanswered(e.to_string()))?;
         for result in results {
             match result {
