@@ -122,7 +122,9 @@ pub fn check_topic_name(topic: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn record_size(d: &Destination, raw_len: usize) -> usize {
+/// The bytes of the record a destination asks for: its own key, its value (the source's
+/// `raw_len` bytes when it forwards them) and its headers, without Kafka's framing.
+pub fn record_size(d: &Destination, raw_len: usize) -> usize {
     let key = d.key.as_ref().map_or(0, Vec::len);
     let value = d.payload.as_ref().map_or(raw_len, Vec::len);
     let headers: usize = d

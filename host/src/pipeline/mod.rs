@@ -471,7 +471,6 @@ fn consume_transactional(
     transactions.finish(consumer, &mut lock(state), deadline)
 }
 
-/// A consumed record, copied out of librdkafka's buffer for a routing thread.
 /// Whether the producer compresses its batches (`compression.type`, alias `compression.codec`,
 /// other than `none`).
 fn compresses(producer_properties: &[(String, String)]) -> bool {
@@ -480,6 +479,7 @@ fn compresses(producer_properties: &[(String, String)]) -> bool {
     })
 }
 
+/// A consumed record, copied out of librdkafka's buffer for a routing thread.
 fn work_item(message: &rdkafka::message::BorrowedMessage<'_>, generation: u64) -> WorkItem {
     WorkItem {
         partition: message.partition(),

@@ -17,6 +17,7 @@ use crate::kafka::producer::{OutRecord, Producer};
 use crate::pipeline::inflight::{Ack, InFlightEvent};
 use crate::pipeline::transaction::TransactionFaults;
 use crate::plugin::{Outcome, RouteEvent};
+use crate::policy;
 use crate::stats::Stats;
 
 /// One consumed record, detached from librdkafka's buffers.
@@ -213,19 +214,12 @@ fn route_one(router: &mut dyn RouteEvent, shared: &WorkerShared, item: WorkItem)
     }
 }
 
-/// The bytes of the record written for `destination`, at least: its key, value and headers,
-/// without the record's and its batch's framing.
+/// The bytes of the record written for `destination`, at least: [`policy::record_size`], plus
+/// the source key it keeps when it sets none. Without the record's and its batch's framing.
 fn record_size(destination: &Destination, source_key: Option<&[u8]>, raw: &[u8]) -> usize {
-    let key = destination
-        .key
-        .as_deref()
-        .or(source_key)
-        .map_or(0, <[u8]>::len);
-    let value = destination.payload.as_ref().map_or(raw.len(), Vec::len);
-    let headers: usize = destination
-        .headers
-        .iter()
-        .map(|h| h.key.len() + h.value.as_ref().map_or(0, Vec::len))
-        .sum();
-    key + value + headers
+    let kept_key = match destination.key {
+        Some(_) => 0,
+        None => source_key.map_or(0, <[u8]>::len),
+    };
+    policy::record_size(destination, raw.len()) + kept_key
 }
