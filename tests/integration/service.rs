@@ -24,10 +24,7 @@ impl Service {
         command
             .arg("run")
             .env_remove("FANOUT_CONFIG")
-            .env(
-                "FANOUT_LOG",
-                std::env::var("FANOUT_TEST_SERVICE_LOG").unwrap_or("info".into()),
-            )
+            .env("FANOUT_LOG", log_filter())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
@@ -137,6 +134,12 @@ impl Service {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// The tested services' log filter: `info`, or `FANOUT_TEST_SERVICE_LOG` (e.g. to debug a
+/// test with `fanout::pipeline=debug`).
+fn log_filter() -> String {
+    std::env::var("FANOUT_TEST_SERVICE_LOG").unwrap_or_else(|_| "info".into())
 }
 
 /// A test that fails half-way must not leave its fanout running.
@@ -310,10 +313,7 @@ fn old_tool_environment_and_kcat_on_both_ends() {
         c.env_clear()
             .env("ENDPOINT", &bootstrap)
             .env("TOPIC", SOURCE)
-            .env(
-                "FANOUT_LOG",
-                std::env::var("FANOUT_TEST_SERVICE_LOG").unwrap_or("info".into()),
-            );
+            .env("FANOUT_LOG", log_filter());
     });
     service.wait_for_log("partitions assigned", Duration::from_secs(60));
     assert!(
