@@ -1,4 +1,4 @@
-//! The destination validator: `fanout::policy::check_topic_name` and `OutputPolicy::check`, on
+//! The destination validator: `fanout::topic_name::check_topic_name` and `OutputPolicy::check`, on
 //! structured input (a policy, and the destinations a plugin could return).
 //!
 //! Every result is compared with an independent statement of the rules, written here from
@@ -17,9 +17,10 @@
 
 use arbitrary::Arbitrary;
 use fanout::bindings::{Destination, Header};
-use fanout::config::Glob;
+use fanout::topic_name::Glob;
 use fanout::deadletter::DeadLetterReason;
-use fanout::policy::{OutputPolicy, check_topic_name};
+use fanout::policy::OutputPolicy;
+use fanout::topic_name::check_topic_name;
 use libfuzzer_sys::fuzz_target;
 
 const LINEAGE_HEADER: &str = "fanout-plugin-set";

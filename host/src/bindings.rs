@@ -12,6 +12,9 @@ wasmtime::component::bindgen!({
     },
     // A handle the plugin should not have is a trap, not a host panic.
     imports: { default: trappable },
+    // Calls into a plugin are futures, so a deadline can abandon one that waits in a host call
+    // (see `plugin::engine::run_within`).
+    exports: { default: async },
 });
 
 // The world `use`s `event`, `destination` and `log-level`, so those are already in scope here.

@@ -274,6 +274,12 @@ pub struct RuntimeArgs {
     /// Largest record (key + value + headers) a destination may produce, in bytes.
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub max_record_bytes: u64,
+    /// The service's source topic, which no plugin may write to (as `fanout run` refuses it).
+    #[arg(long, env = crate::config::ENV_SOURCE_TOPIC, default_value = crate::config::DEFAULT_SOURCE_TOPIC)]
+    pub source_topic: String,
+    /// The service's dead-letter topic, which no plugin may write to (as `fanout run` refuses it).
+    #[arg(long, env = crate::config::ENV_DEAD_LETTER_TOPIC, default_value = crate::config::DEFAULT_DEAD_LETTER_TOPIC)]
+    pub dead_letter_topic: String,
     /// Where precompiled plugins are cached [default: $XDG_CACHE_HOME/fanout or ~/.cache/fanout].
     #[arg(long, env = "FANOUT_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -290,6 +296,12 @@ impl RuntimeArgs {
             output: OutputPolicy {
                 max_destinations: self.max_destinations as usize,
                 max_record_bytes: self.max_record_bytes as usize,
+                // The service's own reservations (`Config::runtime_limits`), so that the dry run
+                // refuses what `fanout run` would.
+                reserved_topics: crate::policy::service_reservations(
+                    &self.source_topic,
+                    &self.dead_letter_topic,
+                ),
                 ..OutputPolicy::default()
             },
             ..RuntimeLimits::default()
@@ -383,7 +395,7 @@ fn mock_broker(args: MockBrokerArgs) -> anyhow::Result<ExitCode> {
             eprintln!("error: --topic {spec}: expected NAME:PARTITIONS, e.g. cluster-events:8");
             return Ok(ExitCode::from(2));
         };
-        if let Err(e) = crate::policy::check_topic_name(name) {
+        if let Err(e) = crate::topic_name::check_topic_name(name) {
             eprintln!("error: --topic {spec}: {e}");
             return Ok(ExitCode::from(2));
         }
@@ -599,7 +611,7 @@ fn create_topic_command(
         .ok()
         .filter(|n| (1..=10_000).contains(n))
         .ok_or_else(|| format!("PARTITIONS {partitions:?} is not a number from 1 to 10000"))?;
-    crate::policy::check_topic_name(name).map_err(|e| format!("topic {name:?}: {e}"))?;
+    crate::topic_name::check_topic_name(name).map_err(|e| format!("topic {name:?}: {e}"))?;
     kafka
         .create_topic(name, partitions)
         .map_err(|e| format!("{e:#}"))?;
@@ -643,10 +655,21 @@ fn run_service(args: RunArgs) -> anyhow::Result<ExitCode> {
     // One event runs every plugin, each within its deadline (plus a fresh instance after a
     // trap); far beyond that, a thread is stuck.
     let wedged_after = (limits.call_deadline * 20).max(Duration::from_secs(30));
-    let ops = crate::ops::OpsState::new(stats.clone(), config.redacted(), wedged_after);
+    let ops = crate::ops::OpsState::new(
+        stats.clone(),
+        config.redacted(),
+        wedged_after,
+        config.http_status_token.clone(),
+    );
     let _http = config
         .http_listen
-        .map(|listen| crate::ops::http::HttpServer::start(listen, ops.clone()))
+        .map(|listen| {
+            crate::ops::http::HttpServer::start(
+                listen,
+                ops.clone(),
+                crate::ops::http::HttpLimits::default(),
+            )
+        })
         .transpose()?;
 
     let cache = CompileCache::configured(config.cache_dir.as_deref())?;

@@ -31,6 +31,7 @@
 //! | plugin limits | `plugins.memory_limit_mib`, … | | `--memory-limit-mib`, … |
 //! | librdkafka properties | `[kafka.properties]` | | `--kafka-property KEY=VALUE` |
 //! | HTTP endpoint | `http.listen` | `FANOUT_HTTP_LISTEN` | `--http-listen` |
+//! | `/status` token | `http.status_token_file` | `FANOUT_HTTP_STATUS_TOKEN_FILE` | |
 //!
 //! Everything else is set in the file only. Its layout, with every default:
 //!
@@ -77,6 +78,8 @@
 //!
 //! [http]
 //! listen = "0.0.0.0:9090"                  # /metrics, /healthz, /readyz, /status; "none": off
+//! # status_token_file = "/etc/fanout/status-token/token"   /status shows the config only with
+//! #                                        # `Authorization: Bearer <this file's token>`
 //!
 //! [topics]
 //! allow = ["*"]                            # a destination must match one (only `*` is special)
@@ -108,7 +111,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::policy::check_topic_name;
+use crate::topic_name::{Glob, check_topic_name};
 
 impl Config {
     /// The plugin runtime's limits, including which topics plugins may write to: never the
@@ -120,10 +123,10 @@ impl Config {
             output: crate::policy::OutputPolicy {
                 max_destinations: self.max_destinations,
                 max_record_bytes: self.max_record_bytes,
-                reserved_topics: vec![
-                    (self.source_topic.clone(), "is the source topic"),
-                    (self.dead_letter_topic.clone(), "is the dead-letter topic"),
-                ],
+                reserved_topics: crate::policy::service_reservations(
+                    &self.source_topic,
+                    &self.dead_letter_topic,
+                ),
                 allow: self.topics.allow.clone(),
                 deny: self.topics.deny.clone(),
             },
@@ -142,6 +145,7 @@ pub const ENV_PLUGINS: &str = "FANOUT_PLUGINS";
 pub const ENV_CACHE_DIR: &str = "FANOUT_CACHE_DIR";
 pub const ENV_WORKERS: &str = "FANOUT_WORKERS";
 pub const ENV_HTTP_LISTEN: &str = "FANOUT_HTTP_LISTEN";
+pub const ENV_HTTP_STATUS_TOKEN_FILE: &str = "FANOUT_HTTP_STATUS_TOKEN_FILE";
 pub const ENV_DELIVERY: &str = "FANOUT_DELIVERY";
 pub const ENV_TRANSACTIONAL_ID: &str = "FANOUT_TRANSACTIONAL_ID";
 /// The old tool's bootstrap servers; below every `FANOUT_*` variable.
@@ -249,8 +253,7 @@ pub const RESERVED_PROPERTIES: &[(&str, &str)] = &[
     ),
 ];
 
-/// What a property whose key looks secret shows instead of its value.
-pub const REDACTED: &str = "<redacted>";
+use crate::kafka::REDACTED;
 
 /// Parts of a librdkafka property key that mark its value as secret.
 const SECRET_KEY_PARTS: &[&str] = &[
@@ -268,6 +271,72 @@ const SECRET_KEY_PARTS: &[&str] = &[
 pub fn is_secret_property(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     SECRET_KEY_PARTS.iter().any(|part| key.contains(part))
+}
+
+// ------------------------------------------------------------------------------------------------
+// The /status token
+// ------------------------------------------------------------------------------------------------
+
+/// The bearer token `/status` asks for before it shows the effective config, read once at start
+/// from `http.status_token_file` (a mounted Secret, say; a trailing newline is dropped). Only its
+/// SHA-256 is kept: neither `{:?}` nor an error shows the token, and comparing digests tells a
+/// timing attacker nothing about it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StatusToken {
+    file: PathBuf,
+    sha256: [u8; 32],
+}
+
+/// The shortest status token accepted: long enough not to be guessed over HTTP.
+pub const MIN_STATUS_TOKEN_LEN: usize = 16;
+
+impl StatusToken {
+    /// Reads the token in `file`; refuses one shorter than [`MIN_STATUS_TOKEN_LEN`] or with
+    /// characters an `Authorization` header cannot carry as they are.
+    pub fn read(file: &Path) -> Result<Self, String> {
+        use sha2::Digest as _;
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let token = text.trim_end_matches(['\n', '\r']);
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!(
+                "the token in {} must be printable ASCII without spaces (it is sent as \
+                 `Authorization: Bearer <token>`)",
+                file.display()
+            ));
+        }
+        if token.len() < MIN_STATUS_TOKEN_LEN {
+            return Err(format!(
+                "the token in {} has {} characters; at least {MIN_STATUS_TOKEN_LEN} are needed",
+                file.display(),
+                token.len()
+            ));
+        }
+        Ok(Self {
+            file: file.to_owned(),
+            sha256: sha2::Sha256::digest(token).into(),
+        })
+    }
+
+    /// The file the token was read from.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// Whether `presented` is the token.
+    pub fn matches(&self, presented: &str) -> bool {
+        use sha2::Digest as _;
+        <[u8; 32]>::from(sha2::Sha256::digest(presented)) == self.sha256
+    }
+}
+
+impl fmt::Debug for StatusToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StatusToken")
+            .field("file", &self.file)
+            .field("token", &REDACTED)
+            .finish()
+    }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -323,6 +392,8 @@ pub struct Config {
     pub reload: ReloadConfig,
     /// Where the HTTP endpoint listens; `None` turns it off.
     pub http_listen: Option<std::net::SocketAddr>,
+    /// What `/status` asks for before it shows this config; `None`: it never does.
+    pub http_status_token: Option<StatusToken>,
     /// librdkafka properties whose values were read from files (already merged into
     /// `common_properties`, and always redacted).
     pub secret_files: BTreeMap<String, PathBuf>,
@@ -449,6 +520,10 @@ impl Config {
                 listen: self
                     .http_listen
                     .map_or_else(|| "none".to_owned(), |a| a.to_string()),
+                status_token_file: self
+                    .http_status_token
+                    .as_ref()
+                    .map(|t| t.file().to_string_lossy().into_owned()),
             },
             plugins: OutPlugins {
                 dir: self.plugins_dir.to_string_lossy().into_owned(),
@@ -539,6 +614,7 @@ impl fmt::Debug for Config {
             .field("topics", &self.topics)
             .field("reload", &self.reload)
             .field("http_listen", &self.http_listen)
+            .field("http_status_token", &self.http_status_token)
             .field("secret_files", &self.secret_files)
             .field("secret_env", &self.secret_env)
             .finish()
@@ -571,6 +647,8 @@ struct OutFile<'a> {
 #[derive(Serialize)]
 struct OutHttp {
     listen: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_token_file: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -677,84 +755,6 @@ impl TopicsConfig {
         } else {
             Err("matches no allow pattern".to_owned())
         }
-    }
-}
-
-/// A topic-name pattern: `*` matches any run of characters (also none); every other character
-/// matches itself. Patterns use only `[a-zA-Z0-9._*-]`.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Glob(String);
-
-impl Glob {
-    /// Checks and wraps a pattern; the error says what is wrong with it.
-    pub fn new(pattern: &str) -> Result<Self, String> {
-        if pattern.is_empty() {
-            return Err("must not be empty".to_owned());
-        }
-        if !pattern
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'*'))
-        {
-            return Err(format!(
-                "{pattern:?} has characters outside [a-zA-Z0-9._*-]"
-            ));
-        }
-        Ok(Self(pattern.to_owned()))
-    }
-
-    /// `*`: every topic.
-    pub fn any() -> Self {
-        Self("*".to_owned())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// Whether the whole of `topic` matches. Backtracks only to the last `*`, so it takes at
-    /// most `pattern.len() * topic.len()` steps.
-    pub fn matches(&self, topic: &str) -> bool {
-        let (p, t) = (self.0.as_bytes(), topic.as_bytes());
-        let (mut pi, mut ti) = (0, 0);
-        // After the last `*` seen: the pattern index just past it, and the topic index it
-        // currently stands for the end of.
-        let mut star: Option<(usize, usize)> = None;
-        while ti < t.len() {
-            if pi < p.len() && p[pi] == b'*' {
-                pi += 1;
-                star = Some((pi, ti));
-            } else if pi < p.len() && p[pi] == t[ti] {
-                pi += 1;
-                ti += 1;
-            } else if let Some((after, from)) = star {
-                // Let the `*` swallow one more character and retry.
-                pi = after;
-                ti = from + 1;
-                star = Some((after, from + 1));
-            } else {
-                return false;
-            }
-        }
-        p[pi..].iter().all(|&b| b == b'*')
-    }
-}
-
-impl fmt::Display for Glob {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for Glob {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Glob({:?})", self.0)
-    }
-}
-
-impl std::str::FromStr for Glob {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::new(s)
     }
 }
 
@@ -1370,6 +1370,22 @@ pub fn load(
         |(v, _)| v,
     );
 
+    let http_status_token = resolve(
+        "http.status_token_file",
+        [
+            env_path(ENV_HTTP_STATUS_TOKEN_FILE),
+            f.string(
+                &f.http.status_token_file,
+                "http.status_token_file",
+                &mut errs,
+            )
+            .map(|(v, source)| (PathBuf::from(v), source)),
+        ],
+        |path: PathBuf| StatusToken::read(&path),
+        &mut errs,
+    )
+    .map(|(token, _)| token);
+
     // [topics]
     let allow = f
         .globs(&f.topics.allow, "topics.allow", &mut errs)
@@ -1470,6 +1486,7 @@ pub fn load(
             configs,
         },
         http_listen,
+        http_status_token,
         secret_files,
         secret_env,
         reload: ReloadConfig {
@@ -1688,6 +1705,7 @@ struct KafkaFile {
 #[serde(deny_unknown_fields)]
 struct HttpFile {
     listen: Leaf,
+    status_token_file: Leaf,
 }
 
 #[derive(Default, Deserialize)]
@@ -2922,40 +2940,6 @@ replication_factor = 3
         assert_eq!(again.cache_dir, None);
         assert_eq!(again.bootstrap_servers, "e:1");
         assert_eq!(again.workers, c.workers);
-    }
-
-    #[test]
-    fn glob_matching() {
-        let m = |p: &str, t: &str| Glob::new(p).unwrap().matches(t);
-        assert!(m("*", "anything"));
-        assert!(m("*", ""));
-        assert!(m("prefix-*", "prefix-"));
-        assert!(m("prefix-*", "prefix-abc"));
-        assert!(!m("prefix-*", "prefix"));
-        assert!(!m("prefix-*", "xprefix-a"));
-        assert!(m("*-suffix", "a-suffix"));
-        assert!(m("*-suffix", "-suffix"));
-        assert!(!m("*-suffix", "a-suffixx"));
-        assert!(m("a*b*c", "abc"));
-        assert!(m("a*b*c", "aXXbYYc"));
-        assert!(m("a*b*c", "abcbc"));
-        assert!(m("a*b*c", "abcc"));
-        assert!(!m("a*b*c", "acb"));
-        assert!(!m("a*b*c", "abca"));
-        assert!(!m("a*b*c", "ab"));
-        assert!(m("exact.topic", "exact.topic"));
-        assert!(!m("exact.topic", "exact.topic2"));
-        assert!(!m("exact.topic", "exact"));
-        assert!(!m("a.b", "aXb"), "`.` is literal");
-        assert!(m("**", "x"));
-        assert!(m("a**", "a"));
-        // Patterns are checked.
-        assert_eq!(Glob::new(""), Err("must not be empty".to_owned()));
-        assert!(Glob::new("a/b").is_err());
-        assert!(Glob::new("a?").is_err());
-        assert!(Glob::new("[ab]").is_err());
-        assert!(Glob::new("ok_A-9.*").is_ok());
-        assert_eq!("ns-*".parse::<Glob>().unwrap().to_string(), "ns-*");
     }
 
     #[test]

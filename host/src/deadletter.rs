@@ -3,10 +3,31 @@
 //! Every event has exactly one outcome: routed, filtered (an empty destination list) or
 //! dead-lettered with one of these reasons. The reason's [`kind`](DeadLetterReason::kind) is a
 //! stable identifier for metrics and alerting; its `Display` form, `<kind>: <detail>`, is what
-//! the `fanout-reason` header and `fanout route` print.
+//! the `fanout-reason` header and `fanout route` print. [`headers`] names the headers a
+//! dead-letter record carries.
 
 use std::fmt;
 use std::time::Duration;
+
+/// The longest source key a dead-letter record without the value still carries.
+pub const MAX_KEPT_KEY: usize = 4096;
+
+/// Header names on dead-letter records.
+pub mod headers {
+    pub const REASON: &str = "fanout-reason";
+    pub const SOURCE_TOPIC: &str = "fanout-source-topic";
+    pub const SOURCE_PARTITION: &str = "fanout-source-partition";
+    pub const SOURCE_OFFSET: &str = "fanout-source-offset";
+    pub const PLUGIN: &str = "fanout-plugin";
+    /// On every record fanout writes, routed or dead letter: the version of the plugin set that
+    /// decided it (`native` for the built-in router).
+    pub const PLUGIN_SET: &str = "fanout-plugin-set";
+    /// On a dead-letter record written without the event's value, because the whole record
+    /// would not fit the producer's or the broker's size limit: the value's size, in bytes.
+    pub const VALUE_OMITTED: &str = "fanout-value-omitted";
+    /// Likewise for a key longer than [`MAX_KEPT_KEY`](super::MAX_KEPT_KEY), dropped with it.
+    pub const KEY_OMITTED: &str = "fanout-key-omitted";
+}
 
 /// Longest detail kept from a plugin's own message, so that a plugin cannot inflate every
 /// dead-letter record.
@@ -36,6 +57,12 @@ pub enum DeadLetterReason {
     /// A destination sets a header the host reserves: the lineage header, which must name the
     /// routing that really decided the event.
     ReservedHeader { topic: String, header: String },
+    /// One destination record has more headers than allowed.
+    TooManyHeaders {
+        topic: String,
+        count: usize,
+        limit: usize,
+    },
     /// One destination record is larger than the configured limit.
     RecordTooLarge {
         topic: String,
@@ -60,6 +87,7 @@ impl DeadLetterReason {
             Self::InvalidTopic { .. } => "invalid-topic",
             Self::TopicDenied { .. } => "topic-denied",
             Self::ReservedHeader { .. } => "reserved-header",
+            Self::TooManyHeaders { .. } => "too-many-headers",
             Self::RecordTooLarge { .. } => "record-too-large",
             Self::ProduceFailed { .. } => "produce-failed",
         }
@@ -102,6 +130,15 @@ impl fmt::Display for DeadLetterReason {
                  plugin set's version",
                 shorten(topic),
                 shorten(header)
+            ),
+            Self::TooManyHeaders {
+                topic,
+                count,
+                limit,
+            } => write!(
+                f,
+                "record for topic {:?} has {count} headers, at most {limit} are allowed",
+                shorten(topic)
             ),
             Self::RecordTooLarge {
                 topic,

@@ -394,7 +394,7 @@ pub fn demo_namespaces(generated: usize) -> Vec<String> {
     for line in FIXTURES.lines() {
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
             && let Some(ns) = v["event"]["metadata"]["namespace"].as_str()
-            && crate::policy::check_topic_name(ns).is_ok()
+            && crate::topic_name::check_topic_name(ns).is_ok()
         {
             namespaces.push(ns.to_owned());
         }

@@ -1966,23 +1966,27 @@ mod tests {
                 assert_compact_and_escaped(&e.value);
 
                 assert!(!e.key.is_empty());
-                assert_eq!(e.key, ev.involved_object.name, "key is involvedObject.name");
-                assert_eq!(e.namespace, ev.namespace, "{text}");
+                assert_eq!(
+                    e.key,
+                    ev.involved_object_name(),
+                    "key is involvedObject.name"
+                );
+                assert_eq!(e.namespace, ev.namespace(), "{text}");
                 assert!(
                     known.contains(&e.namespace),
                     "{} not in namespaces()",
                     e.namespace
                 );
 
-                let suffix = ev.name.strip_prefix(&format!("{}.", e.key));
-                let suffix = suffix.unwrap_or_else(|| panic!("event name {}", ev.name));
+                let suffix = ev.name().strip_prefix(&format!("{}.", e.key));
+                let suffix = suffix.unwrap_or_else(|| panic!("event name {}", ev.name()));
                 assert!(
                     suffix.len() == 16 && suffix.bytes().all(|b| b.is_ascii_hexdigit()),
                     "{text}"
                 );
-                assert!(is_uuid(&ev.uid), "{text}");
+                assert!(is_uuid(ev.uid()), "{text}");
 
-                let obj = &ev.involved_object;
+                let obj = &ev.involved_object();
                 assert!(!obj.kind.is_empty() && !obj.uid.is_empty(), "{text}");
                 if matches!(obj.kind.as_str(), "Node" | "PersistentVolume") {
                     assert_eq!(obj.namespace, "", "cluster-scoped: {text}");
@@ -1995,37 +1999,40 @@ mod tests {
                 if obj.kind == "Node" && obj.api_version.is_empty() {
                     assert_eq!(obj.uid, obj.name, "kubelet's node reference: {text}");
                 }
-                assert!(!ev.reason.is_empty() && !ev.message.is_empty(), "{text}");
                 assert!(
-                    matches!(ev.event_type.as_str(), "Normal" | "Warning"),
+                    !ev.reason().is_empty() && !ev.message().is_empty(),
                     "{text}"
                 );
+                assert!(matches!(ev.event_type(), "Normal" | "Warning"), "{text}");
 
-                match &ev.event_time {
+                match &ev.event_time() {
                     Some(t) => {
                         // events.k8s.io style (the scheduler): no count, no legacy timestamps.
                         assert!(is_micro_time(t), "{t}");
                         assert_eq!(ev.count, 0);
-                        assert_eq!((&ev.first_timestamp, &ev.last_timestamp), (&None, &None));
                         assert_eq!(
-                            (ev.source_component.as_str(), ev.source_host.as_str()),
+                            (&ev.first_timestamp(), &ev.last_timestamp()),
+                            (&None, &None)
+                        );
+                        assert_eq!(
+                            (ev.source_component(), ev.source_host()),
                             ("", ""),
                             "{text}"
                         );
                         assert!(text.contains(r#""source":{}"#));
-                        assert_eq!(ev.reporting_controller, "default-scheduler");
+                        assert_eq!(ev.reporting_controller(), "default-scheduler");
                     }
                     None => {
                         assert!(ev.count >= 1, "{text}");
-                        let first = ev.first_timestamp.as_deref().expect("firstTimestamp");
-                        let last = ev.last_timestamp.as_deref().expect("lastTimestamp");
+                        let first = ev.first_timestamp().expect("firstTimestamp");
+                        let last = ev.last_timestamp().expect("lastTimestamp");
                         assert!(is_time(first) && is_time(last) && first <= last, "{text}");
-                        assert!(!ev.source_component.is_empty(), "{text}");
-                        assert_eq!(ev.reporting_controller, "");
+                        assert!(!ev.source_component().is_empty(), "{text}");
+                        assert_eq!(ev.reporting_controller(), "");
                     }
                 }
-                if ev.source_component == "kubelet" {
-                    assert!(!ev.source_host.is_empty(), "{text}");
+                if ev.source_component() == "kubelet" {
+                    assert!(!ev.source_host().is_empty(), "{text}");
                 }
             }
         }
@@ -2115,9 +2122,9 @@ mod tests {
     fn keys_and_namespaces_match_the_event() {
         for e in events(8, 40, 5_000) {
             let ev = parse(&e.value).unwrap();
-            assert_eq!(e.key, ev.involved_object.name);
+            assert_eq!(e.key, ev.involved_object_name());
             assert!(!e.key.is_empty());
-            assert_eq!(e.namespace, ev.namespace);
+            assert_eq!(e.namespace, ev.namespace());
         }
     }
 
@@ -2243,19 +2250,22 @@ mod tests {
                         old.count,
                         new.count
                     );
-                    assert!(old.last_timestamp < new.last_timestamp);
-                    assert_eq!(old.first_timestamp, new.first_timestamp);
+                    assert!(old.last_timestamp() < new.last_timestamp());
+                    assert_eq!(old.first_timestamp(), new.first_timestamp());
                     assert_eq!(
-                        (&old.name, &old.namespace, &old.uid),
-                        (&new.name, &new.namespace, &new.uid),
+                        (&old.name(), &old.namespace(), &old.uid()),
+                        (&new.name(), &new.namespace(), &new.uid()),
                         "the same Event object"
                     );
-                    assert_eq!(old.involved_object, new.involved_object);
-                    assert_eq!((&old.reason, &old.message), (&new.reason, &new.message));
+                    assert_eq!(old.involved_object(), new.involved_object());
+                    assert_eq!(
+                        (&old.reason(), &old.message()),
+                        (&new.reason(), &new.message())
+                    );
                     assert!(
                         resource_version(&value["old_event"]) < resource_version(&value["event"])
                     );
-                    assert!(new.event_time.is_none());
+                    assert!(new.event_time().is_none());
                 }
             }
         }
@@ -2276,9 +2286,9 @@ mod tests {
                 .as_str()
                 .unwrap();
             assert!(is_time(created));
-            let now = match (&ev.event_time, &ev.last_timestamp) {
+            let now = match (&ev.event_time(), &ev.last_timestamp()) {
                 (Some(t), _) => format!("{}Z", &t[..19]),
-                (None, Some(t)) => t.clone(),
+                (None, Some(t)) => (*t).to_owned(),
                 (None, None) => panic!("no timestamp"),
             };
             assert!(created <= now.as_str(), "created {created} after {now}");
@@ -2300,39 +2310,39 @@ mod tests {
         for e in &sample {
             let ev = parse(&e.value).unwrap();
             *seen
-                .entry((ev.involved_object.kind.clone(), ev.reason.clone()))
+                .entry((ev.involved_object().kind.clone(), ev.reason().to_owned()))
                 .or_default() += 1;
             let text = std::str::from_utf8(&e.value).unwrap();
             escaped_html += usize::from(text.contains(r"\u003c") && text.contains(r"\u0026"));
-            quotes += usize::from(ev.message.contains('"'));
-            unicode += usize::from(!ev.message.is_ascii());
-            if matches!(ev.reason.as_str(), "BackOff" | "Unhealthy") {
-                assert_eq!(ev.event_type, "Warning");
+            quotes += usize::from(ev.message().contains('"'));
+            unicode += usize::from(!ev.message().is_ascii());
+            if matches!(ev.reason(), "BackOff" | "Unhealthy") {
+                assert_eq!(ev.event_type(), "Warning");
                 counted_warnings += usize::from(ev.count > 1);
             }
-            if ev.reason == "Pulling" {
+            if ev.reason() == "Pulling" {
                 assert!(
-                    ev.message.starts_with("Pulling image \"") && ev.message.contains(':'),
+                    ev.message().starts_with("Pulling image \"") && ev.message().contains(':'),
                     "{}",
-                    ev.message
+                    ev.message()
                 );
             }
-            if ev.involved_object.kind == "Pod" {
-                let parts: Vec<&str> = ev.involved_object.name.rsplitn(2, '-').collect();
+            if ev.involved_object().kind == "Pod" {
+                let parts: Vec<&str> = ev.involved_object_name().rsplitn(2, '-').collect();
                 let last = parts[0];
                 let safe = |s: &str| s.bytes().all(|b| SAFE_ALPHABET.contains(&b));
                 assert!(
                     (last.len() == 5 && safe(last)) || last.parse::<u32>().is_ok(),
                     "pod name {}",
-                    ev.involved_object.name
+                    ev.involved_object_name()
                 );
             }
-            if ev.source_component == "kubelet" {
-                let host = ev.source_host.as_bytes();
+            if ev.source_component() == "kubelet" {
+                let host = ev.source_host().as_bytes();
                 assert!(
                     host.starts_with(b"node-") && host.len() == 8,
                     "{}",
-                    ev.source_host
+                    ev.source_host()
                 );
             }
         }

@@ -21,6 +21,7 @@ pub mod reload;
 pub mod scaffold;
 pub mod signals;
 pub mod stats;
+pub mod topic_name;
 
 /// Locks a mutex even if a thread panicked while holding it. fanout's shared state (counters,
 /// offset windows, caches) stays consistent between operations, so carrying on is right, and a

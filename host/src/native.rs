@@ -7,18 +7,18 @@ use crate::event::{Event, SharedEvent};
 /// Routes to `<prefix><namespace>`, forwarding the bytes unchanged and keeping the source key,
 /// falling back to `involvedObject.name`.
 pub fn by_namespace(event: &Event, prefix: &str) -> Result<Vec<Destination>, String> {
-    if event.namespace.is_empty() {
+    if event.namespace().is_empty() {
         return Err(
             "event.metadata.namespace is missing or empty; cannot route by namespace".into(),
         );
     }
     let key = match &event.source.key {
         Some(_) => None,
-        None if event.involved_object.name.is_empty() => None,
-        None => Some(event.involved_object.name.as_bytes().to_vec()),
+        None if event.involved_object_name().is_empty() => None,
+        None => Some(event.involved_object_name().as_bytes().to_vec()),
     };
     Ok(vec![Destination {
-        topic: format!("{prefix}{}", event.namespace),
+        topic: format!("{prefix}{}", event.namespace()),
         key,
         headers: Vec::new(),
         payload: None,

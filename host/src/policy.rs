@@ -4,12 +4,12 @@
 //! violation dead-letters the whole event with a typed reason; nothing is partially written.
 
 use crate::bindings::Destination;
-use crate::config::Glob;
-use crate::deadletter::DeadLetterReason;
-use crate::pipeline::inflight::headers;
+use crate::deadletter::{DeadLetterReason, headers};
+use crate::topic_name::{Glob, check_topic_name};
 
-/// Kafka's own limit on a topic name's length.
-pub const MAX_TOPIC_LEN: usize = 249;
+/// Most headers one destination record may have. Kafka sets no limit; this one bounds what a
+/// record's headers cost the host even when they are all empty (see `plugin::lift`).
+pub const MAX_HEADERS: usize = 1_000;
 
 /// Limits on the destinations of one event.
 #[derive(Debug, Clone)]
@@ -24,6 +24,16 @@ pub struct OutputPolicy {
     pub allow: Vec<Glob>,
     /// ...and none of these.
     pub deny: Vec<Glob>,
+}
+
+/// The topics the service reserves: the source topic (a write there would loop) and the
+/// dead-letter topic (a plugin could forge dead letters). `fanout run` and the dry run both
+/// refuse them, so a plugin author sees what the service will do.
+pub fn service_reservations(source: &str, dead_letter: &str) -> Vec<(String, &'static str)> {
+    vec![
+        (source.to_owned(), "is the source topic"),
+        (dead_letter.to_owned(), "is the dead-letter topic"),
+    ]
 }
 
 impl Default for OutputPolicy {
@@ -63,6 +73,13 @@ impl OutputPolicy {
                     topic: d.topic.clone(),
                     rule,
                 })?;
+            if d.headers.len() > MAX_HEADERS {
+                return Err(DeadLetterReason::TooManyHeaders {
+                    topic: d.topic.clone(),
+                    count: d.headers.len(),
+                    limit: MAX_HEADERS,
+                });
+            }
             // The lineage header names the routing that really decided the event; a forged one
             // would point an investigation at the wrong release.
             if let Some(h) = d.headers.iter().find(|h| h.key == headers::PLUGIN_SET) {
@@ -102,26 +119,6 @@ impl OutputPolicy {
     }
 }
 
-/// Kafka's topic naming rules: 1 to 249 characters from `[a-zA-Z0-9._-]`, and not `.` or `..`.
-pub fn check_topic_name(topic: &str) -> Result<(), &'static str> {
-    if topic.is_empty() {
-        return Err("is empty");
-    }
-    if topic.len() > MAX_TOPIC_LEN {
-        return Err("is longer than 249 characters");
-    }
-    if topic == "." || topic == ".." {
-        return Err("is `.` or `..`");
-    }
-    if !topic
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        return Err("has characters outside [a-zA-Z0-9._-]");
-    }
-    Ok(())
-}
-
 /// The bytes of the record a destination asks for: its own key, its value (the source's
 /// `raw_len` bytes when it forwards them) and its headers, without Kafka's framing.
 pub fn record_size(d: &Destination, raw_len: usize) -> usize {
@@ -146,24 +143,6 @@ mod tests {
             key: None,
             headers: vec![],
             payload: None,
-        }
-    }
-
-    #[test]
-    fn topic_name_rules() {
-        for ok in ["a", "payments", "kube-system", "a.b_c-D9", &"x".repeat(249)] {
-            assert_eq!(check_topic_name(ok), Ok(()), "{ok}");
-        }
-        for bad in [
-            "",
-            ".",
-            "..",
-            "bad topic!",
-            "Not_A_Valid/Topic",
-            "é",
-            &"x".repeat(250),
-        ] {
-            assert!(check_topic_name(bad).is_err(), "{bad}");
         }
     }
 
@@ -224,6 +203,26 @@ mod tests {
         assert_eq!(
             policy.check(&[d], 1).unwrap_err().kind(),
             "record-too-large"
+        );
+    }
+
+    #[test]
+    fn headers_are_capped_in_number() {
+        let policy = OutputPolicy::default();
+        let mut d = to("a");
+        d.headers = vec![
+            Header {
+                key: String::new(),
+                value: None,
+            };
+            MAX_HEADERS
+        ];
+        assert!(policy.check(std::slice::from_ref(&d), 1).is_ok());
+        d.headers.push(d.headers[0].clone());
+        let reason = policy.check(&[d], 1).unwrap_err();
+        assert_eq!(
+            reason.to_string(),
+            "too-many-headers: record for topic \"a\" has 1001 headers, at most 1000 are allowed"
         );
     }
 

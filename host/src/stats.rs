@@ -36,6 +36,8 @@ pub struct Stats {
     pub pauses: AtomicU64,
     /// Events consumed and not yet acknowledged (a gauge).
     pub in_flight: AtomicU64,
+    /// Bytes of failed writes waiting for their next attempt (a gauge).
+    pub retry_bytes: AtomicU64,
     dead_letters: Mutex<BTreeMap<&'static str, u64>>,
     produced: Mutex<BTreeMap<String, u64>>,
     dead_letters_written: AtomicU64,
@@ -65,6 +67,7 @@ impl Default for Stats {
             abort_seconds: Histogram::new(exponential_buckets(0.001, 4.0, 9)),
             pauses: AtomicU64::default(),
             in_flight: AtomicU64::default(),
+            retry_bytes: AtomicU64::default(),
             dead_letters: Mutex::default(),
             produced: Mutex::default(),
             dead_letters_written: AtomicU64::default(),

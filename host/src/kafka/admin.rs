@@ -4,8 +4,8 @@
 //! [`Admin`] answers one topic at a time ([`Admin::presence`], from Metadata, which may let a
 //! broker that creates topics on demand create it, as a producer's write would) and creates one
 //! ([`Admin::create`]), and says how large a record batch one accepts
-//! ([`Admin::max_message_bytes`]). What a missing topic means is the pipeline's business: the source and
-//! dead-letter topics are checked by [`crate::pipeline::topics`], and destinations by
+//! ([`Admin::max_message_bytes`]). What a missing topic means is the pipeline's business (its
+//! topic guard checks the source and dead-letter topics); destinations are created by
 //! [`TopicCreator`].
 //!
 //! [`TopicCreator`] caches known topics: the cluster's existing topics are read once at start,
@@ -199,6 +199,9 @@ impl Admin {
     }
 }
 
+/// Most topics [`TopicCreator`] remembers as existing, or as refused.
+const MAX_KNOWN_TOPICS: usize = 100_000;
+
 /// Creates missing destination topics before their first write.
 pub struct TopicCreator {
     admin: Arc<Admin>,
@@ -269,7 +272,13 @@ impl TopicCreator {
         }
         let result = match self.admin.create(topic, &self.settings) {
             Ok(()) => {
-                lock(&self.known).insert(topic.to_owned());
+                let mut known = lock(&self.known);
+                // A plugin that names a new topic for every event must not grow this without
+                // bound; forgetting costs one CreateTopics answered "already exists".
+                if known.len() >= MAX_KNOWN_TOPICS {
+                    known.clear();
+                }
+                known.insert(topic.to_owned());
                 lock(&self.failed).remove(topic);
                 Ok(())
             }
@@ -288,7 +297,13 @@ impl TopicCreator {
                     topic,
                     "creating topic failed: {e}; its events are dead-lettered"
                 );
-                lock(&self.failed).insert(topic.to_owned(), (Instant::now(), e.clone()));
+                let mut failed = lock(&self.failed);
+                if failed.len() >= MAX_KNOWN_TOPICS {
+                    failed.retain(|_, (at, _)| at.elapsed() < RETRY_AFTER);
+                }
+                if failed.len() < MAX_KNOWN_TOPICS {
+                    failed.insert(topic.to_owned(), (Instant::now(), e.clone()));
+                }
                 Err(e)
             }
         };

@@ -1,138 +1,40 @@
-//! The source consumer: a consumer-group member with cooperative-sticky assignment that stores
-//! offsets only when the offset tracker says their events are fully acknowledged.
+//! The source consumer: a consumer-group member with cooperative-sticky assignment whose
+//! offsets are stored only when the pipeline says so.
 //!
-//! `enable.auto.offset.store` is off and auto-commit is on: librdkafka commits, on its interval,
-//! only what fanout explicitly stored. On a revoke, the partitions' in-flight events are given a
-//! bounded time to finish, their offsets are stored and committed synchronously, and they are
-//! forgotten, so the next owner resumes right after the last event that was fully written.
-//!
-//! Exactly-once commits offsets only through transactions (auto-commit off) and reads
-//! `read_committed`; on a revoke it ends the open transaction instead
-//! ([`crate::pipeline::transaction`]).
+//! `enable.auto.offset.store` is off. At-least-once turns auto-commit on: librdkafka commits, on
+//! its interval, only what the pipeline explicitly stored. Exactly-once commits offsets only
+//! through transactions (auto-commit off) and reads `read_committed`. What a revoke must do
+//! first (drain and commit, or end the open transaction) is the pipeline's: the rebalance
+//! callback calls its [`RebalanceHook`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, TopicPartitionList};
 
-use crate::pipeline::inflight::Ack;
-use crate::pipeline::offsets::OffsetTracker;
-use crate::pipeline::transaction::Transactions;
 use crate::stats::Stats;
 
-pub type SourceConsumer = BaseConsumer<RebalanceContext>;
+pub type SourceConsumer = BaseConsumer<SourceContext>;
 
-/// The offset tracker and the acknowledgements feeding it. Shared between the consumer loop
-/// and the rebalance callback, which both run on the consumer thread.
-pub struct AckState {
-    pub tracker: OffsetTracker,
-    acks: Receiver<Ack>,
-    /// Acknowledgements of any other generation are of writes an abort discarded.
-    generation: Arc<AtomicU64>,
+/// What the pipeline does when the group takes partitions away, before they go: called on the
+/// consumer's thread, inside `poll`, with the revoked partitions of the source topic.
+pub trait RebalanceHook: Send + Sync {
+    fn revoking(&self, consumer: &SourceConsumer, partitions: &[i32]);
+}
+
+/// The consumer's callbacks: rebalances (through the pipeline's hook), commits and client
+/// errors.
+pub struct SourceContext {
+    topic: String,
     stats: Arc<Stats>,
-    /// Exactly-once: acknowledgements are counted only once their transaction commits; these
-    /// are the open transaction's so far.
-    uncommitted: Option<u64>,
+    hook: Arc<dyn RebalanceHook>,
 }
 
-impl AckState {
-    pub fn new(acks: Receiver<Ack>, generation: Arc<AtomicU64>, stats: Arc<Stats>) -> Self {
-        Self {
-            tracker: OffsetTracker::new(),
-            acks,
-            generation,
-            stats,
-            uncommitted: None,
-        }
-    }
-
-    /// Counts acknowledgements only when [`Self::take_uncommitted`] hands them to a commit.
-    pub fn count_at_commit(&mut self) {
-        self.uncommitted.get_or_insert(0);
-    }
-
-    /// The acknowledgements counted since the last call (those of the transaction ending).
-    pub fn take_uncommitted(&mut self) -> u64 {
-        self.uncommitted.as_mut().map_or(0, std::mem::take)
-    }
-
-    fn apply(&mut self, ack: Ack) {
-        if ack.generation != self.generation.load(Ordering::Acquire) {
-            return;
-        }
-        self.tracker.ack(ack.partition, ack.offset);
-        match &mut self.uncommitted {
-            Some(uncommitted) => *uncommitted += 1,
-            None => {
-                self.stats.acknowledged.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Applies every acknowledgement received so far.
-    pub fn drain(&mut self) {
-        while let Ok(ack) = self.acks.try_recv() {
-            self.apply(ack);
-        }
-    }
-
-    /// Waits up to `timeout` for one acknowledgement; false if none came.
-    pub fn wait(&mut self, timeout: Duration) -> bool {
-        match self.acks.recv_timeout(timeout) {
-            Ok(ack) => {
-                self.apply(ack);
-                self.drain();
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    /// Stores the positions that advanced, for the next commit.
-    pub fn store(&mut self, consumer: &SourceConsumer, topic: &str) {
-        let committable = self.tracker.take_committable();
-        if committable.is_empty() {
-            return;
-        }
-        let mut list = TopicPartitionList::with_capacity(committable.len());
-        for (partition, offset) in committable {
-            // `store_offsets` takes the resume position as is (unlike `store_offset`, which
-            // adds one), and the tracker hands out exactly that: last acknowledged + 1.
-            if let Err(e) = list.add_partition_offset(topic, partition, Offset::Offset(offset)) {
-                tracing::warn!(partition, offset, "cannot store offset: {e}");
-            }
-        }
-        if let Err(e) = consumer.store_offsets(&list) {
-            // A partition revoked meanwhile refuses the store; its next owner re-reads.
-            tracing::debug!("storing offsets: {e}");
-        }
-    }
-}
-
-/// Rebalance and commit callbacks.
-pub struct RebalanceContext {
-    pub state: Arc<Mutex<AckState>>,
-    pub topic: String,
-    /// How long a revoke waits for the in-flight events of the revoked partitions.
-    pub revoke_drain: Duration,
-    pub stats: Arc<Stats>,
-    /// Exactly-once: the transactions, which a revoke must end first.
-    pub transactions: Option<Arc<Transactions>>,
-}
-
-impl RebalanceContext {
-    pub fn lock(&self) -> MutexGuard<'_, AckState> {
-        crate::lock(&self.state)
-    }
-}
-
-impl ClientContext for RebalanceContext {
+impl ClientContext for SourceContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         self.stats.client_errors.report("consumer", &error, reason);
     }
@@ -147,7 +49,7 @@ impl ClientContext for RebalanceContext {
     }
 }
 
-impl ConsumerContext for RebalanceContext {
+impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &SourceConsumer, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(list) => {
@@ -156,45 +58,7 @@ impl ConsumerContext for RebalanceContext {
                     .iter()
                     .map(|e| e.partition())
                     .collect();
-                let mut state = self.lock();
-                let deadline = Instant::now() + self.revoke_drain;
-                if let Some(transactions) = &self.transactions {
-                    // Commit what the open transaction holds, so the next owner of these
-                    // partitions starts right after it (or abort it, if it can't commit).
-                    if let Err(e) = transactions.finish(consumer, &mut state, deadline) {
-                        transactions.set_fatal(e);
-                    }
-                    for p in &partitions {
-                        state.tracker.forget(*p);
-                    }
-                    transactions.forget(&partitions);
-                    tracing::info!(?partitions, "partitions revoked; transaction ended");
-                    return;
-                }
-                state.drain();
-                while partitions
-                    .iter()
-                    .any(|&p| state.tracker.in_flight_for(p) > 0)
-                    && Instant::now() < deadline
-                {
-                    state.wait(Duration::from_millis(10));
-                }
-                let unfinished: usize = partitions
-                    .iter()
-                    .map(|&p| state.tracker.in_flight_for(p))
-                    .sum();
-                state.store(consumer, &self.topic);
-                if let Err(e) = commit_sync(consumer) {
-                    tracing::warn!("commit on revoke failed: {e}");
-                }
-                for p in &partitions {
-                    state.tracker.forget(*p);
-                }
-                tracing::info!(
-                    ?partitions,
-                    unfinished,
-                    "partitions revoked; committed what was fully written"
-                );
+                self.hook.revoking(consumer, &partitions);
             }
             Rebalance::Assign(list) => {
                 let partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
@@ -242,15 +106,14 @@ pub struct ConsumerSettings<'a> {
     pub topic: &'a str,
     pub commit_interval: Duration,
     pub properties: &'a [(String, String)],
-    pub revoke_drain: Duration,
-    /// Exactly-once: commit through these transactions instead of auto-commit.
-    pub transactions: Option<Arc<Transactions>>,
+    /// Commit through transactions (exactly-once) instead of auto-commit.
+    pub transactional: bool,
 }
 
 /// Creates the consumer and subscribes it to the source topic.
 pub fn create(
     settings: &ConsumerSettings<'_>,
-    state: Arc<Mutex<AckState>>,
+    hook: Arc<dyn RebalanceHook>,
     stats: Arc<Stats>,
 ) -> anyhow::Result<SourceConsumer> {
     let mut config = ClientConfig::new();
@@ -274,7 +137,7 @@ pub fn create(
     if !consumer_protocol {
         config.set("partition.assignment.strategy", "cooperative-sticky");
     }
-    if settings.transactions.is_some() {
+    if settings.transactional {
         // Offsets are committed by the transactions. Reading committed data only also makes
         // the group's offset fetch wait for a pending transactional commit (KIP-447).
         config
@@ -286,12 +149,10 @@ pub fn create(
             settings.commit_interval.as_millis().to_string(),
         );
     }
-    let context = RebalanceContext {
-        state,
+    let context = SourceContext {
         topic: settings.topic.to_owned(),
-        revoke_drain: settings.revoke_drain,
         stats,
-        transactions: settings.transactions.clone(),
+        hook,
     };
     let consumer: SourceConsumer = config
         .create_with_context(context)
@@ -300,52 +161,4 @@ pub fn create(
         .subscribe(&[settings.topic])
         .with_context(|| format!("subscribing to {}", settings.topic))?;
     Ok(consumer)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::mpsc::channel;
-
-    fn ack(offset: i64, generation: u64) -> Ack {
-        Ack {
-            partition: 0,
-            offset,
-            generation,
-        }
-    }
-
-    #[test]
-    fn at_least_once_counts_each_acknowledgement_as_it_comes() {
-        let (tx, rx) = channel();
-        let stats = Arc::new(Stats::default());
-        let mut state = AckState::new(rx, Arc::new(AtomicU64::new(0)), stats.clone());
-        state.tracker.track(0, 0);
-        tx.send(ack(0, 0)).unwrap();
-        state.drain();
-        assert_eq!(stats.acknowledged.load(Ordering::Relaxed), 1);
-        assert_eq!(state.take_uncommitted(), 0);
-    }
-
-    #[test]
-    fn exactly_once_counts_acknowledgements_only_when_handed_to_a_commit() {
-        let (tx, rx) = channel();
-        let stats = Arc::new(Stats::default());
-        let generation = Arc::new(AtomicU64::new(0));
-        let mut state = AckState::new(rx, generation.clone(), stats.clone());
-        state.count_at_commit();
-        for offset in 0..3 {
-            state.tracker.track(0, offset);
-            tx.send(ack(offset, 0)).unwrap();
-        }
-        state.drain();
-        assert_eq!(stats.acknowledged.load(Ordering::Relaxed), 0);
-        assert_eq!(state.take_uncommitted(), 3);
-        assert_eq!(state.take_uncommitted(), 0, "taken once");
-        // An aborted generation's late acknowledgement counts for nothing.
-        generation.store(1, Ordering::Release);
-        tx.send(ack(3, 0)).unwrap();
-        state.drain();
-        assert_eq!(state.take_uncommitted(), 0);
-    }
 }

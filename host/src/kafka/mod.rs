@@ -5,6 +5,9 @@ pub mod admin;
 pub mod consumer;
 pub mod producer;
 
+/// What a property whose key looks secret shows instead of its value.
+pub const REDACTED: &str = "<redacted>";
+
 /// A client-creation error, safe to log. librdkafka's config errors end with the property's
 /// value, which may be a password: the value is dropped, and cut out of the description too.
 pub fn client_error(error: rdkafka::error::KafkaError, what: &str) -> anyhow::Error {
@@ -13,7 +16,7 @@ pub fn client_error(error: rdkafka::error::KafkaError, what: &str) -> anyhow::Er
             let description = if value.is_empty() {
                 description
             } else {
-                description.replace(&value, crate::config::REDACTED)
+                description.replace(&value, REDACTED)
             };
             anyhow::anyhow!("{what}: librdkafka property {key:?}: {description}")
         }
@@ -69,6 +72,12 @@ pub fn log(
     use rdkafka::config::RDKafkaLogLevel as L;
     match level {
         _ if fac == "FAIL" => tracing::debug!(client, "librdkafka: {fac} {message}"),
+        // The idempotent producer's id is refused for a moment while a broker that just started
+        // loads its coordinator state (COORDINATOR_LOAD_IN_PROGRESS); librdkafka retries by
+        // itself, and nothing is written until it has one.
+        L::Warning if fac == "GETPID" && message.ends_with("retrying") => {
+            tracing::info!(client, "librdkafka: {fac} {message}")
+        }
         L::Emerg | L::Alert | L::Critical | L::Error => {
             tracing::error!(client, "librdkafka: {fac} {message}")
         }

@@ -173,6 +173,12 @@ impl Collector for Snapshot {
         )?;
         gauge(
             e,
+            "fanout_retry_bytes",
+            "Bytes of failed writes waiting to be sent again",
+            load(&stats.retry_bytes) as i64,
+        )?;
+        gauge(
+            e,
             "fanout_ready",
             "1 when /readyz passes",
             i64::from(state.readiness().is_ok()),

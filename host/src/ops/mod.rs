@@ -1,6 +1,10 @@
 //! Operations: what a platform team watches and probes. The HTTP endpoint ([`http`]) serves
 //! `/metrics` ([`metrics`]), `/healthz`, `/readyz` and `/status` from one [`OpsState`], which the
 //! rest of the service only writes to through [`Stats`] and the live plugin set.
+//!
+//! Anyone who can reach the pod can read these, so they hold nothing that helps an attacker
+//! further: `/status` shows the effective config (brokers, topics, the paths of secret files
+//! and the names of secret variables) only to a client that presents the status token.
 
 pub mod http;
 pub mod metrics;
@@ -10,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use crate::config::StatusToken;
 use crate::lock;
 use crate::reload::{LiveSet, ReloadStatus};
 use crate::stats::{ClientReport, Stats};
@@ -33,18 +38,26 @@ pub struct OpsState {
     routing: Mutex<RoutingState>,
     /// The effective configuration, secrets redacted.
     config: String,
+    /// What `/status` asks for before it shows `config`; without one it never does.
+    status_token: Option<StatusToken>,
     /// A routing thread busy on one event for longer than this is wedged.
     wedged_after: Duration,
     started: SystemTime,
 }
 
 impl OpsState {
-    pub fn new(stats: Arc<Stats>, config: String, wedged_after: Duration) -> Arc<Self> {
+    pub fn new(
+        stats: Arc<Stats>,
+        config: String,
+        wedged_after: Duration,
+        status_token: Option<StatusToken>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             stats,
             latency: PluginLatency::default(),
             routing: Mutex::new(RoutingState::Loading(None)),
             config,
+            status_token,
             wedged_after,
             started: SystemTime::now(),
         })
@@ -101,7 +114,12 @@ impl OpsState {
         }
     }
 
-    pub fn status(&self) -> Status {
+    pub fn status_token(&self) -> Option<&StatusToken> {
+        self.status_token.as_ref()
+    }
+
+    /// The state of the service; with the effective config only when `with_config`.
+    pub fn status(&self, with_config: bool) -> Status {
         let routing = self.routing();
         let (routing_name, plugins, loading_error) = match &routing {
             RoutingState::Loading(error) => ("loading", None, error.clone()),
@@ -120,13 +138,13 @@ impl OpsState {
                 .stats
                 .in_flight
                 .load(std::sync::atomic::Ordering::Relaxed),
-            config: self.config.clone(),
+            config: with_config.then(|| self.config.clone()),
         }
     }
 }
 
-/// `/status`: the state of the service as JSON. Secrets appear nowhere: the config is the
-/// redacted one.
+/// `/status`: the state of the service as JSON. Secrets appear nowhere: the config, shown only
+/// to a holder of the status token, is the redacted one.
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub started_unix_ms: u64,
@@ -140,7 +158,8 @@ pub struct Status {
     pub loading_error: Option<String>,
     pub clients: ClientReport,
     pub in_flight: u64,
-    pub config: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
 }
 
 #[cfg(test)]
@@ -150,7 +169,7 @@ mod tests {
     #[test]
     fn what_the_pipeline_finds_missing_makes_it_not_ready() {
         let stats = Arc::new(Stats::default());
-        let ops = OpsState::new(stats.clone(), String::new(), Duration::from_secs(30));
+        let ops = OpsState::new(stats.clone(), String::new(), Duration::from_secs(30), None);
         ops.set_routing(RoutingState::Native);
         let missing = "the dead-letter topic \"dlq\" does not exist".to_owned();
         stats.set_unready("dead-letter topic", Some(missing.clone()));

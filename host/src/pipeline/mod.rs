@@ -12,6 +12,10 @@
 //! topics exist: while one is missing the consumer takes no more events, and if it stays
 //! missing the pipeline stops with an error.
 
+pub mod acks;
+pub mod commit;
+pub mod delivery;
+pub mod feed;
 pub mod inflight;
 pub mod offsets;
 pub mod topics;
@@ -20,22 +24,24 @@ pub mod watchdog;
 pub mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, channel, sync_channel};
+use std::sync::mpsc::{channel, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rdkafka::consumer::Consumer as _;
 use rdkafka::message::{Headers as _, Message as _};
 
 use crate::bindings::Header;
 use crate::config::Delivery;
-use crate::kafka::consumer::{self, AckState, ConsumerSettings, SourceConsumer};
-use crate::kafka::producer::{Producer, Transactional};
+use crate::kafka::consumer::{self, ConsumerSettings, SourceConsumer};
 use crate::lock;
 use crate::plugin::{PluginEngine, RouteEvent};
 use crate::reload::{LiveRouter, LiveSet};
 use crate::stats::Stats;
+use acks::{AckState, Revoke};
+use commit::{AutoCommit, Committer, TransactionalCommit};
+use delivery::{Producer, Transactional};
+use feed::Feed;
 use topics::TopicGuard;
 use transaction::{TransactionFaults, Transactions};
 use worker::{WorkItem, WorkerShared};
@@ -147,10 +153,10 @@ pub fn run(
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
     let (ack_tx, ack_rx) = channel();
-    let generation = Arc::new(AtomicU64::new(0));
+    let epoch = Arc::new(AtomicU64::new(0));
     let handled = Arc::new(AtomicU64::new(0));
     let abandoned = Arc::new(AtomicU64::new(0));
-    let mut acks = AckState::new(ack_rx, generation.clone(), stats.clone());
+    let mut acks = AckState::new(ack_rx, epoch.clone(), stats.clone());
     if matches!(settings.delivery, Delivery::ExactlyOnce(_)) {
         acks.count_at_commit();
     }
@@ -164,7 +170,7 @@ pub fn run(
     )?);
     let faults = match &settings.delivery {
         Delivery::ExactlyOnce(_) => Some(Arc::new(
-            TransactionFaults::new(generation.clone())
+            TransactionFaults::new(epoch.clone())
                 .with_lookups(admin.clone(), compresses(&settings.producer_properties)),
         )),
         Delivery::AtLeastOnce => None,
@@ -196,6 +202,21 @@ pub fn run(
         return Ok(());
     }
     let _watcher = guard.watch()?;
+    // A dead letter must fit its topic, or its offset is held for ever. Looked up beside the
+    // pipeline, not before it: a cluster that does not answer DescribeConfigs (librdkafka's
+    // mock) must not hold up the start; until the answer, a dead letter the broker refuses as
+    // too large is sent again without the value.
+    std::thread::Builder::new()
+        .name("fanout-describe".into())
+        .spawn({
+            let (admin, producer) = (admin.clone(), producer.clone());
+            let topic = settings.dead_letter_topic.clone();
+            move || match admin.max_message_bytes(&topic, DESCRIBE_TIMEOUT) {
+                Ok(max_bytes) => producer.fit_dead_letters_to(max_bytes),
+                Err(e) => tracing::debug!("reading the dead-letter topic's max.message.bytes: {e}"),
+            }
+        })
+        .context("starting the dead-letter topic's lookup")?;
     let transactions = match (&settings.delivery, &faults) {
         (Delivery::ExactlyOnce(t), Some(faults)) => {
             let transactions = Arc::new(Transactions::new(
@@ -204,7 +225,7 @@ pub fn run(
                 t.clone(),
                 stats.clone(),
                 faults.clone(),
-                generation.clone(),
+                epoch.clone(),
                 handled.clone(),
                 guard.clone(),
             ));
@@ -220,10 +241,14 @@ pub fn run(
             topic: &settings.source_topic,
             commit_interval: settings.commit_interval,
             properties: &settings.consumer_properties,
-            revoke_drain: settings.shutdown_timeout.min(Duration::from_secs(10)),
-            transactions: transactions.clone(),
+            transactional: transactions.is_some(),
         },
-        state.clone(),
+        Arc::new(Revoke {
+            state: state.clone(),
+            topic: settings.source_topic.clone(),
+            drain: settings.shutdown_timeout.min(Duration::from_secs(10)),
+            transactions: transactions.clone(),
+        }),
         stats.clone(),
     )?;
 
@@ -239,7 +264,7 @@ pub fn run(
             Some(_) => Arc::new(AtomicBool::new(false)),
             None => stop.clone(),
         },
-        generation,
+        epoch,
         handled,
         abandoned: abandoned.clone(),
         faults,
@@ -265,6 +290,7 @@ pub fn run(
         workers.push(handle);
     }
     drop(shared);
+    let mut feed = Feed::new(senders, transactions.is_none(), &settings.source_topic);
     tracing::info!(
         source = %settings.source_topic,
         group = %settings.group_id,
@@ -274,19 +300,30 @@ pub fn run(
         "pipeline running"
     );
 
-    let result = match &transactions {
-        Some(transactions) => consume_transactional(
-            &consumer,
-            settings,
+    let mut committer: Box<dyn Committer + '_> = match &transactions {
+        Some(transactions) => Box::new(TransactionalCommit::new(
             transactions,
-            &state,
-            &senders,
+            &settings.source_topic,
+            settings.max_in_flight,
+        )),
+        None => Box::new(AutoCommit::new(
+            &settings.source_topic,
+            settings.max_in_flight,
             &stats,
-            &stop,
-            &guard,
-        ),
-        None => consume(&consumer, settings, &state, &senders, &stats, &stop, &guard),
+        )),
     };
+    let result = consume(
+        &consumer,
+        &producer,
+        committer.as_mut(),
+        &state,
+        &mut feed,
+        &stats,
+        &stop,
+        &guard,
+        settings.shutdown_timeout,
+    );
+    drop(committer);
 
     // Drain, in data-flow order. After a failure, briefly: routing threads leave what is
     // queued, and writes that can't land are not waited for.
@@ -298,7 +335,9 @@ pub fn run(
                 settings.shutdown_timeout.min(FAILED_DRAIN)
             }
         };
-    drop(senders);
+    if let Err(e) = feed.close() {
+        tracing::warn!("{e:#}");
+    }
     for handle in workers {
         if handle.join().is_err() {
             tracing::error!("a routing thread panicked");
@@ -333,127 +372,57 @@ pub fn run(
     result
 }
 
+/// How long the dead-letter topic's configuration is waited for at start.
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long the drain may take after the pipeline failed.
 const FAILED_DRAIN: Duration = Duration::from_secs(5);
 
 /// How long the consume loop waits between looks while a topic is missing.
 const HOLD_POLL: Duration = Duration::from_millis(100);
 
-/// How long the pipeline may stay full without polling the consumer before it pauses the
-/// partitions and polls again. Far below `max.poll.interval.ms` (5 minutes by default), after
-/// which a consumer that has not polled leaves its group.
-const LONG_STALL: Duration = Duration::from_secs(10);
-
+/// The consume loop, the same in both delivery modes: acknowledgements in, then (unless a
+/// topic is missing or the committer says wait) one poll, and the record to its routing thread.
+/// The committer ([`commit`]) decides what commits offsets, when the consumer may take more,
+/// and what an abort gave back.
+#[allow(clippy::too_many_arguments)]
 fn consume(
     consumer: &SourceConsumer,
-    settings: &PipelineSettings,
+    producer: &Producer,
+    committer: &mut dyn Committer,
     state: &Arc<Mutex<AckState>>,
-    workers: &[SyncSender<WorkItem>],
+    feed: &mut Feed,
     stats: &Stats,
     stop: &AtomicBool,
     guard: &TopicGuard,
+    shutdown_timeout: Duration,
 ) -> anyhow::Result<()> {
-    let mut paused = false;
-    let mut full_since: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         let in_flight = {
             let mut state = lock(state);
             state.drain();
-            state.store(consumer, &settings.source_topic);
+            committer.acknowledged(consumer, &mut state);
             state.tracker.in_flight()
         };
         stats.in_flight.store(in_flight as u64, Ordering::Relaxed);
-        // A missing topic: take no more events (what is written is still stored and
-        // committed), until it appears or the guard gives up.
-        if guard.hold()? {
-            lock(state).wait(HOLD_POLL);
-            continue;
-        }
-        // Backpressure, so memory stays bounded. At the limit, take no more messages and wait
-        // for acknowledgements; librdkafka's own prefetch queue (bounded by
-        // `queued.max.messages.kbytes`) holds what arrives meanwhile. Pausing the partitions
-        // instead makes librdkafka drop that queue and fetch it again on resume: on a busy
-        // pipeline that cost three quarters of the throughput (`cargo bench --bench pipeline`:
-        // 11,000 against 43,000 events/s). Only a long stall, such as the brokers being down,
-        // pauses, so the consumer can go on polling and keep its group membership.
-        if in_flight >= settings.max_in_flight {
-            let since = *full_since.get_or_insert_with(Instant::now);
-            if since.elapsed() < LONG_STALL {
-                lock(state).wait(Duration::from_millis(5));
-                continue;
-            }
-            if !paused {
-                stats.pauses.fetch_add(1, Ordering::Relaxed);
-                set_paused(consumer, true);
-                paused = true;
-            }
-        } else {
-            full_since = None;
-            if paused && in_flight <= settings.max_in_flight / 2 {
-                set_paused(consumer, false);
-                paused = false;
-            }
-        }
-        let message = match consumer.poll(Duration::from_millis(if paused { 5 } else { 50 })) {
-            None => continue,
-            Some(Err(e)) => {
-                // The error callback has logged it, with its reason (kafka::ClientErrors).
-                tracing::debug!("consumer error: {e}");
-                continue;
-            }
-            Some(Ok(message)) => message,
-        };
-        let item = work_item(&message, 0);
-        dispatch(item, state, workers, stats)?;
-    }
-    Ok(())
-}
-
-/// Exactly-once's consume loop: like [`consume`], but events go into transactions, which are
-/// ended by size or age, and offsets are committed by them alone.
-#[allow(clippy::too_many_arguments)]
-fn consume_transactional(
-    consumer: &SourceConsumer,
-    settings: &PipelineSettings,
-    transactions: &Transactions,
-    state: &Arc<Mutex<AckState>>,
-    workers: &[SyncSender<WorkItem>],
-    stats: &Stats,
-    stop: &AtomicBool,
-    guard: &TopicGuard,
-) -> anyhow::Result<()> {
-    let end_by = || Instant::now() + transaction::WRITE_TIMEOUT;
-    while !stop.load(Ordering::Relaxed) {
-        let in_flight = {
-            let mut state = lock(state);
-            state.drain();
-            state.tracker.in_flight()
-        };
-        stats.in_flight.store(in_flight as u64, Ordering::Relaxed);
-        // A missing topic: end the open transaction (it commits if all its writes landed;
-        // it does not wait for those that can't) and begin no other, until the topic appears
-        // or the guard gives up. The consumer is not polled meanwhile, well within
-        // `max.poll.interval.ms`; the rewinds an abort owes wait for the next poll.
-        if guard.hold()? {
-            if transactions.is_open() {
-                transactions.finish(consumer, &mut lock(state), end_by())?;
-            }
-            lock(state).wait(HOLD_POLL);
-            continue;
-        }
-        if transactions.due(in_flight, settings.max_in_flight) {
-            transactions.finish(consumer, &mut lock(state), end_by())?;
-        }
-        let message = consumer.poll(transactions.poll_timeout(Duration::from_millis(50)));
-        if let Some(e) = transactions.take_fatal() {
+        if let Some(e) = producer.fatal_error() {
             return Err(e);
         }
-        // An abort (possibly inside that poll's rebalance callback) rewinds its partitions; a
-        // message of one of them is from before the rewind and comes again.
-        let rewinds = transactions.take_rewinds();
-        if !rewinds.is_empty() {
-            transaction::rewind(consumer, &settings.source_topic, &rewinds)?;
+        // A missing topic: take no more events, until it appears or the guard gives up.
+        if guard.hold()? {
+            committer.hold(consumer, &mut lock(state))?;
+            lock(state).wait(HOLD_POLL);
+            continue;
         }
+        if !committer.may_take(consumer, &mut lock(state), in_flight, feed)? {
+            continue;
+        }
+        // A routing thread that was full may have room again.
+        if feed.holding() {
+            feed.retry_held(consumer)?;
+        }
+        let message = consumer.poll(committer.poll_timeout());
+        let rewinds = committer.polled(consumer)?;
         let message = match message {
             None => continue,
             Some(Err(e)) => {
@@ -464,11 +433,11 @@ fn consume_transactional(
             Some(Ok(message)) if rewinds.contains_key(&message.partition()) => continue,
             Some(Ok(message)) => message,
         };
-        let generation = transactions.admit(message.partition(), message.offset())?;
-        dispatch(work_item(&message, generation), state, workers, stats)?;
+        let epoch = committer.admit(message.partition(), message.offset())?;
+        dispatch(work_item(&message, epoch), state, feed, consumer, stats)?;
     }
-    let deadline = Instant::now() + settings.shutdown_timeout;
-    transactions.finish(consumer, &mut lock(state), deadline)
+    let deadline = Instant::now() + shutdown_timeout;
+    committer.close(consumer, &mut lock(state), deadline)
 }
 
 /// Whether the producer compresses its batches (`compression.type`, alias `compression.codec`,
@@ -480,7 +449,7 @@ fn compresses(producer_properties: &[(String, String)]) -> bool {
 }
 
 /// A consumed record, copied out of librdkafka's buffer for a routing thread.
-fn work_item(message: &rdkafka::message::BorrowedMessage<'_>, generation: u64) -> WorkItem {
+fn work_item(message: &rdkafka::message::BorrowedMessage<'_>, epoch: u64) -> WorkItem {
     WorkItem {
         partition: message.partition(),
         offset: message.offset(),
@@ -500,37 +469,19 @@ fn work_item(message: &rdkafka::message::BorrowedMessage<'_>, generation: u64) -
                     .collect()
             })
             .unwrap_or_default(),
-        generation,
+        epoch,
     }
 }
 
-/// Tracks an item and hands it to its partition's routing thread.
+/// Tracks an item and hands it to its partition's routing thread ([`Feed::offer`]).
 fn dispatch(
     item: WorkItem,
     state: &Mutex<AckState>,
-    workers: &[SyncSender<WorkItem>],
+    feed: &mut Feed,
+    consumer: &SourceConsumer,
     stats: &Stats,
 ) -> anyhow::Result<()> {
     lock(state).tracker.track(item.partition, item.offset);
     stats.consumed.fetch_add(1, Ordering::Relaxed);
-    let worker = &workers[item.partition.rem_euclid(workers.len() as i32) as usize];
-    worker
-        .send(item)
-        .map_err(|_| anyhow::anyhow!("a routing thread stopped unexpectedly"))
-}
-
-fn set_paused(consumer: &SourceConsumer, pause: bool) {
-    let assignment = match consumer.assignment() {
-        Ok(assignment) => assignment,
-        Err(e) => return tracing::warn!("reading the assignment: {e}"),
-    };
-    let result = if pause {
-        consumer.pause(&assignment)
-    } else {
-        consumer.resume(&assignment)
-    };
-    match result {
-        Ok(()) => tracing::debug!(pause, "backpressure"),
-        Err(e) => tracing::warn!("pause/resume failed: {e}"),
-    }
+    feed.offer(item, consumer)
 }

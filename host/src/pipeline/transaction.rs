@@ -39,10 +39,10 @@
 //!   ([`crate::pipeline::watchdog`]).
 //!
 //! After an abort, acknowledgements of the discarded writes may still arrive. Each abort starts
-//! a new generation; events carry theirs, and acknowledgements or faults of an older one are
+//! a new epoch; events carry theirs, and acknowledgements or faults of an older one are
 //! ignored ([`crate::pipeline::inflight::Ack`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -53,11 +53,13 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::Producer as _;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::acks::AckState;
+use super::delivery::Producer;
 use crate::config::TransactionSettings;
 use crate::deadletter::DeadLetterReason;
 use crate::kafka::admin::{Admin, Presence};
-use crate::kafka::consumer::{AckState, SourceConsumer};
-use crate::kafka::producer::{Producer, Refusal};
+use crate::kafka::consumer::SourceConsumer;
+use crate::kafka::producer::Refusal;
 use crate::lock;
 use crate::pipeline::inflight::{InFlightEvent, WriteKind};
 use crate::pipeline::topics::TopicGuard;
@@ -94,6 +96,18 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// this batch, and a restart (a new producer, a new group member) is the better bet.
 pub const MAX_ABORTS_IN_A_ROW: u32 = 5;
 
+/// The pause between two attempts of an abort that failed retriably: a broker that answers at
+/// once must not make it a busy loop of log lines until [`WRITE_TIMEOUT`].
+const ABORT_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Most events whose refused write (or dead letter) is remembered.
+const MAX_REMEMBERED_EVENTS: usize = 10_000;
+
+/// Most topics remembered as refusing every write, or by their size limit: a plugin that
+/// routes to many refused topics in [`REFUSED_TOPIC_MEMORY`] can't grow these maps without
+/// bound; past this, the oldest entry is forgotten (and costs one more abort to learn again).
+const MAX_REMEMBERED_TOPICS: usize = 1024;
+
 /// Why a transaction was aborted, as the `cause` label of `fanout_transactions_aborted_by_cause`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AbortCause {
@@ -122,12 +136,16 @@ impl AbortCause {
 /// Write failures of the open transaction, reported by the producer's delivery callback.
 #[derive(Debug)]
 pub struct TransactionFaults {
-    generation: Arc<AtomicU64>,
+    epoch: Arc<AtomicU64>,
     failed: AtomicBool,
     first_failure: Mutex<Option<String>>,
     /// Events whose routed write was refused for good, with the reason they are dead-lettered
-    /// for when they are routed again. Entries are few (each is a refused record) and small.
-    failed_writes: Mutex<HashMap<(i32, i64), DeadLetterReason>>,
+    /// for when they are routed again. At most [`MAX_REMEMBERED_EVENTS`], the lowest offsets
+    /// forgotten first: a forgotten one costs one more abort, to be learnt again.
+    failed_writes: Mutex<BTreeMap<(i32, i64), DeadLetterReason>>,
+    /// Events whose dead-letter record was refused as a record (too large for the topic): the
+    /// next one is written without the event's value. Bounded like `failed_writes`.
+    refused_dead_letters: Mutex<BTreeSet<(i32, i64)>>,
     /// Topics that refused a write as a whole: the error, and when.
     refused_topics: Mutex<HashMap<String, (String, Instant)>>,
     /// Where what a refusal leaves open is looked up, between transactions
@@ -156,12 +174,13 @@ struct SizeLimit {
 }
 
 impl TransactionFaults {
-    pub fn new(generation: Arc<AtomicU64>) -> Self {
+    pub fn new(epoch: Arc<AtomicU64>) -> Self {
         Self {
-            generation,
+            epoch,
             failed: AtomicBool::new(false),
             first_failure: Mutex::default(),
             failed_writes: Mutex::default(),
+            refused_dead_letters: Mutex::default(),
             refused_topics: Mutex::default(),
             admin: None,
             sizes_predictable: false,
@@ -184,7 +203,7 @@ impl TransactionFaults {
     }
 
     /// A write failed; its transaction must abort. Purges (an abort discarding queued writes)
-    /// are not news, nor is a failure in an already-aborted generation, except that a write
+    /// are not news, nor is a failure in an already-aborted epoch, except that a write
     /// refused for good is remembered whenever it is reported: its event would fail the same way
     /// next time, and so would any event routed to a topic that refuses every write.
     pub fn record(
@@ -201,21 +220,37 @@ impl TransactionFaults {
         ) {
             return;
         }
+        let at = (event.partition, event.offset);
         if kind == WriteKind::Route && refusal.is_permanent() {
-            lock(&self.failed_writes).insert(
-                (event.partition, event.offset),
+            let mut failed = lock(&self.failed_writes);
+            failed.insert(
+                at,
                 DeadLetterReason::ProduceFailed {
                     topic: topic.to_owned(),
                     error: error.to_string(),
                 },
             );
+            if failed.len() > MAX_REMEMBERED_EVENTS {
+                failed.pop_first();
+            }
         }
-        if kind == WriteKind::Route && self.admin.is_some() {
+        if kind == WriteKind::DeadLetter && refusal == Refusal::Record {
+            let mut refused = lock(&self.refused_dead_letters);
+            refused.insert(at);
+            if refused.len() > MAX_REMEMBERED_EVENTS {
+                refused.pop_first();
+            }
+        }
+        if self.admin.is_some() {
+            // A dead-letter topic's size limit is learnt too: its larger dead letters then go
+            // without the event's value.
             let pending = match error.rdkafka_error_code() {
                 Some(RDKafkaErrorCode::MessageSizeTooLarge) if self.sizes_predictable => {
                     Some(&self.oversize)
                 }
-                Some(RDKafkaErrorCode::UnknownTopicOrPartition) => Some(&self.unknown),
+                Some(RDKafkaErrorCode::UnknownTopicOrPartition) if kind == WriteKind::Route => {
+                    Some(&self.unknown)
+                }
                 _ => None,
             };
             if let Some(pending) = pending {
@@ -227,7 +262,7 @@ impl TransactionFaults {
         if kind == WriteKind::Route && refusal == Refusal::Topic {
             self.refuse_topic(topic, &error.to_string());
         }
-        if event.generation() != self.generation.load(Ordering::Acquire) {
+        if event.epoch() != self.epoch.load(Ordering::Acquire) {
             return;
         }
         lock(&self.first_failure).get_or_insert_with(|| {
@@ -252,6 +287,7 @@ impl TransactionFaults {
         let known = refused
             .get(topic)
             .is_some_and(|(_, at)| at.elapsed() < REFUSED_TOPIC_MEMORY);
+        make_room(&mut refused, |(_, at)| *at);
         refused.insert(topic.to_owned(), (error.to_owned(), Instant::now()));
         if !known {
             tracing::warn!(
@@ -266,6 +302,12 @@ impl TransactionFaults {
     /// Why an earlier transaction could not write this event, if one couldn't.
     pub fn failed_write(&self, partition: i32, offset: i64) -> Option<DeadLetterReason> {
         lock(&self.failed_writes).get(&(partition, offset)).cloned()
+    }
+
+    /// Whether an earlier transaction's dead letter of this event was refused as a record: the
+    /// next one goes without the event's value.
+    pub fn dead_letter_refused(&self, partition: i32, offset: i64) -> bool {
+        lock(&self.refused_dead_letters).contains(&(partition, offset))
     }
 
     /// Why a write to `topic` would fail, if the topic recently refused one as a whole.
@@ -329,7 +371,9 @@ impl TransactionFaults {
                          max.message.bytes are dead-lettered as produce-failed for the next {} s",
                         REFUSED_TOPIC_MEMORY.as_secs()
                     );
-                    lock(&self.size_limits).insert(
+                    let mut limits = lock(&self.size_limits);
+                    make_room(&mut limits, |limit| limit.at);
+                    limits.insert(
                         topic,
                         SizeLimit {
                             max_bytes,
@@ -384,7 +428,7 @@ pub struct Transactions {
     settings: TransactionSettings,
     stats: Arc<Stats>,
     faults: Arc<TransactionFaults>,
-    generation: Arc<AtomicU64>,
+    epoch: Arc<AtomicU64>,
     handled: Arc<AtomicU64>,
     /// Whether the source and dead-letter topics exist.
     topics: Arc<TopicGuard>,
@@ -403,7 +447,7 @@ impl Transactions {
         settings: TransactionSettings,
         stats: Arc<Stats>,
         faults: Arc<TransactionFaults>,
-        generation: Arc<AtomicU64>,
+        epoch: Arc<AtomicU64>,
         handled: Arc<AtomicU64>,
         topics: Arc<TopicGuard>,
     ) -> Self {
@@ -413,7 +457,7 @@ impl Transactions {
             settings,
             stats,
             faults,
-            generation,
+            epoch,
             handled,
             topics,
             batch: Mutex::default(),
@@ -459,7 +503,7 @@ impl Transactions {
     }
 
     /// Makes room for one more event in the open transaction, beginning one if needed, and
-    /// returns the generation to route it in.
+    /// returns the epoch to route it in.
     pub fn admit(&self, partition: i32, offset: i64) -> anyhow::Result<u64> {
         let mut batch = lock(&self.batch);
         if batch.open_since.is_none() {
@@ -472,7 +516,7 @@ impl Transactions {
         batch.start_offsets.entry(partition).or_insert(offset);
         batch.events += 1;
         batch.dispatched += 1;
-        Ok(self.generation.load(Ordering::Acquire))
+        Ok(self.epoch.load(Ordering::Acquire))
     }
 
     /// Whether the open transaction has reached its size or age, or the pipeline its in-flight
@@ -642,10 +686,10 @@ impl Transactions {
         why: &str,
     ) -> anyhow::Result<()> {
         let started = Instant::now();
-        // Routing threads skip what is still queued for the old generation; wait for the item
+        // Routing threads skip what is still queued for the old epoch; wait for the item
         // each may be routing (a plugin call is bounded by its deadline), so that nothing of
-        // the old generation is sent after the abort, into the next transaction.
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        // the old epoch is sent after the abort, into the next transaction.
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         let give_up = Instant::now() + WRITE_TIMEOUT;
         while self.handled.load(Ordering::Acquire) < batch.dispatched {
             if Instant::now() >= give_up {
@@ -669,6 +713,7 @@ impl Transactions {
                     if e.is_retriable() && !e.is_fatal() && Instant::now() < give_up =>
                 {
                     tracing::warn!("aborting the transaction: {e}; retrying");
+                    std::thread::sleep(ABORT_BACKOFF);
                 }
                 Err(e) => {
                     // A transaction that wrote to a topic deleted meanwhile can end this way
@@ -694,7 +739,7 @@ impl Transactions {
         for partition in batch.start_offsets.keys() {
             state.tracker.forget(*partition);
         }
-        state.drain(); // acknowledgements of the old generation: ignored
+        state.drain(); // acknowledgements of the old epoch: ignored
         state.take_uncommitted(); // its events are counted when they commit, routed again
         let took = started.elapsed();
         self.stats.record_abort(cause.label(), took);
@@ -751,6 +796,23 @@ impl Transactions {
     }
 }
 
+/// Makes room in a map of topics remembered since an instant for one more: drops what is
+/// older than [`REFUSED_TOPIC_MEMORY`], then, if it is still full, the oldest entry.
+fn make_room<V>(topics: &mut HashMap<String, V>, since: impl Fn(&V) -> Instant) {
+    if topics.len() < MAX_REMEMBERED_TOPICS {
+        return;
+    }
+    topics.retain(|_, v| since(v).elapsed() < REFUSED_TOPIC_MEMORY);
+    if topics.len() >= MAX_REMEMBERED_TOPICS
+        && let Some(oldest) = topics
+            .iter()
+            .min_by_key(|(_, v)| since(v))
+            .map(|(topic, _)| topic.clone())
+    {
+        topics.remove(&oldest);
+    }
+}
+
 /// Calls a transactional operation, again while it fails retriably.
 fn retry(what: &str, mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), CallError> {
     let deadline = Instant::now() + WRITE_TIMEOUT;
@@ -801,7 +863,7 @@ mod tests {
     use super::*;
     use std::sync::mpsc::channel;
 
-    fn event(offset: i64, generation: u64) -> Arc<InFlightEvent> {
+    fn event(offset: i64, epoch: u64) -> Arc<InFlightEvent> {
         let (acks, _) = channel();
         InFlightEvent::new(
             "events".into(),
@@ -812,7 +874,7 @@ mod tests {
             b"{}".to_vec(),
             "v1".into(),
             "dead".into(),
-            generation,
+            epoch,
             1,
             acks,
         )
@@ -938,10 +1000,7 @@ mod tests {
             &error,
             Refusal::of(&error),
         );
-        assert!(
-            !faults.has_failed(),
-            "the old generation's transaction is over"
-        );
+        assert!(!faults.has_failed(), "the old epoch's transaction is over");
         assert!(faults.refused_topic("gone").is_some());
     }
 
@@ -969,6 +1028,58 @@ mod tests {
         assert!(faults.has_failed());
         assert_eq!(faults.refused_topic("t"), None);
         assert_eq!(faults.failed_write(0, 2), None);
+    }
+
+    #[test]
+    fn a_dead_letter_refused_as_too_large_goes_without_its_value_next_time() {
+        let faults = TransactionFaults::new(Arc::new(AtomicU64::new(0)));
+        let error = refused(RDKafkaErrorCode::MessageSizeTooLarge);
+        faults.record(
+            &event(5, 0),
+            WriteKind::DeadLetter,
+            "dead",
+            &error,
+            Refusal::of(&error),
+        );
+        assert!(faults.has_failed(), "the transaction aborts");
+        assert!(faults.dead_letter_refused(0, 5));
+        assert!(!faults.dead_letter_refused(0, 6));
+        assert_eq!(faults.failed_write(0, 5), None, "it is not a routed write");
+    }
+
+    #[test]
+    fn remembered_events_and_topics_are_bounded() {
+        let faults = TransactionFaults::new(Arc::new(AtomicU64::new(0)));
+        let error = refused(RDKafkaErrorCode::MessageSizeTooLarge);
+        let denied = refused(RDKafkaErrorCode::TopicAuthorizationFailed);
+        for offset in 0..(MAX_REMEMBERED_EVENTS as i64 + 500) {
+            for kind in [WriteKind::Route, WriteKind::DeadLetter] {
+                faults.record(&event(offset, 0), kind, "t", &error, Refusal::Record);
+            }
+        }
+        for i in 0..(MAX_REMEMBERED_TOPICS + 300) {
+            let topic = format!("denied-{i}");
+            faults.record(
+                &event(1, 0),
+                WriteKind::Route,
+                &topic,
+                &denied,
+                Refusal::Topic,
+            );
+        }
+        assert_eq!(lock(&faults.failed_writes).len(), MAX_REMEMBERED_EVENTS);
+        assert_eq!(
+            lock(&faults.refused_dead_letters).len(),
+            MAX_REMEMBERED_EVENTS
+        );
+        assert!(lock(&faults.refused_topics).len() <= MAX_REMEMBERED_TOPICS);
+        // The newest are kept: the lowest offsets and the oldest topics went first.
+        let newest = MAX_REMEMBERED_EVENTS as i64 + 499;
+        assert!(faults.failed_write(0, newest).is_some());
+        assert!(faults.failed_write(0, 0).is_none());
+        assert!(faults.dead_letter_refused(0, newest));
+        let last = format!("denied-{}", MAX_REMEMBERED_TOPICS + 299);
+        assert!(faults.refused_topic(&last).is_some());
     }
 
     #[test]

@@ -13,7 +13,8 @@ use crate::bindings::{Destination, Header, SourceRecord};
 use crate::deadletter::DeadLetterReason;
 use crate::event;
 use crate::event::Event;
-use crate::kafka::producer::{OutRecord, Producer};
+use crate::kafka::producer::OutRecord;
+use crate::pipeline::delivery::Producer;
 use crate::pipeline::inflight::{Ack, InFlightEvent};
 use crate::pipeline::transaction::TransactionFaults;
 use crate::plugin::{Outcome, RouteEvent};
@@ -29,8 +30,8 @@ pub struct WorkItem {
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
     pub headers: Vec<Header>,
-    /// The generation it was consumed in (see [`Ack`]).
-    pub generation: u64,
+    /// The epoch it was consumed in (see [`Ack`]).
+    pub epoch: u64,
 }
 
 /// What every routing thread shares.
@@ -49,9 +50,9 @@ pub struct WorkerShared {
     /// Exactly-once never sets it: its last transaction is small, and is better committed
     /// than aborted and routed again by the partition's next owner.
     pub stop: Arc<std::sync::atomic::AtomicBool>,
-    /// The current generation: an item of an older one belongs to an aborted transaction and
+    /// The current epoch: an item of an older one belongs to an aborted transaction and
     /// is skipped.
-    pub generation: Arc<AtomicU64>,
+    pub epoch: Arc<AtomicU64>,
     /// Items taken off the queue and dealt with (routed, dead-lettered, filtered or skipped):
     /// exactly-once waits for every item it dispatched before it ends a transaction.
     pub handled: Arc<AtomicU64>,
@@ -72,7 +73,7 @@ pub fn run(mut router: Box<dyn RouteEvent>, shared: WorkerShared, items: Receive
     for item in items {
         if shared.stop.load(Ordering::Relaxed) {
             shared.abandoned.fetch_add(1, Ordering::Release);
-        } else if item.generation == shared.generation.load(Ordering::Acquire) {
+        } else if item.epoch == shared.epoch.load(Ordering::Acquire) {
             busy.start(&shared.stats);
             route_one(router.as_mut(), &shared, item);
             busy.stop();
@@ -89,7 +90,7 @@ fn route_one(router: &mut dyn RouteEvent, shared: &WorkerShared, item: WorkItem)
         key,
         value,
         headers,
-        generation,
+        epoch,
     } = item;
     let failed_before = shared
         .faults
@@ -156,7 +157,7 @@ fn route_one(router: &mut dyn RouteEvent, shared: &WorkerShared, item: WorkItem)
             // After `route`, the version that routed this event (a swap may just have happened).
             router.version(),
             shared.dead_letter_topic.clone(),
-            generation,
+            epoch,
             writes,
             shared.acks.clone(),
         )
@@ -201,7 +202,7 @@ fn route_one(router: &mut dyn RouteEvent, shared: &WorkerShared, item: WorkItem)
             let _ = shared.acks.send(Ack {
                 partition,
                 offset,
-                generation,
+                epoch,
             });
         }
         Outcome::DeadLetter { reason, plugin } => {

@@ -1,9 +1,19 @@
 //! The shared wasmtime machinery: one `Engine`, one `Linker` with every import added once, the
-//! epoch ticker that enforces call deadlines, and the limits every instance runs under.
+//! epoch ticker and the per-thread executor that enforce call deadlines, and the limits every
+//! instance runs under.
 //!
 //! Built once at start-up and cloned cheaply (everything inside is reference-counted); plugin
 //! loading and per-thread routers all hang off a [`PluginEngine`].
+//!
+//! A deadline has two halves. Epoch interruption stops wasm code that runs too long, but not a
+//! host call: a plugin sleeping in WASI (`std::thread::sleep` is a monotonic-clock pollable and
+//! `poll`) would hold its routing thread for as long as it asked. So plugins are called
+//! asynchronously, WASI is linked in its async form, and every call is a future run on this
+//! thread's executor under a timeout of the deadline ([`run_within`]): a host call that waits
+//! leaves the call pending, the timeout drops it, and wasmtime unwinds the guest's fiber. The
+//! instance is then discarded as after a trap.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -64,7 +74,13 @@ impl RuntimeLimits {
     /// The deadline of starting an instance in epoch ticks: [`START_DEADLINE`], or the call
     /// deadline if that is longer.
     pub fn start_deadline_ticks(&self) -> u64 {
-        ticks(self.call_deadline.max(START_DEADLINE))
+        ticks(self.start_deadline())
+    }
+
+    /// The wall-clock budget of starting an instance: [`START_DEADLINE`], or the call deadline
+    /// if that is longer.
+    pub fn start_deadline(&self) -> Duration {
+        self.call_deadline.max(START_DEADLINE)
     }
 }
 
@@ -105,7 +121,9 @@ impl PluginEngine {
         let mut linker = Linker::new(&engine);
         // WASI is linked so that components built by the Rust toolchain (which import it for std)
         // instantiate, but each store's WasiCtx grants nothing: no files, env, args or sockets.
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        // Its async form: a blocking call (sleep, poll, a blocking read) is a future that the
+        // call's timeout can drop, where the sync form would block the routing thread.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)
             .context("linking WASI")?;
         Router::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
@@ -139,6 +157,37 @@ impl PluginEngine {
     pub fn cache(&self) -> Option<&CompileCache> {
         self.inner.cache.as_ref()
     }
+}
+
+thread_local! {
+    /// The executor plugin calls run on, one per thread: routing threads each own one, and so
+    /// does the thread that loads a set. Current-thread, with only the timer driver, so a call
+    /// that does not wait costs one poll.
+    static EXECUTOR: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("building a current-thread tokio runtime with timers");
+}
+
+/// Runs `call` (a plugin call: instantiation, `init` or `route`) to completion on this thread,
+/// or gives up after `limit`, dropping it: `None` then. Dropping a pending wasmtime call unwinds
+/// the guest, and its store must not be called again.
+///
+/// Only a call waiting in a host function can be dropped; wasm code that keeps running is
+/// stopped by the epoch deadline instead, which the caller sets to the same limit.
+///
+/// # Panics
+///
+/// If called from inside an async context (a tokio runtime): plugin calls are made from plain
+/// threads only.
+pub fn run_within<F: Future>(limit: Duration, call: F) -> Option<F::Output> {
+    EXECUTOR.with(|executor| {
+        executor.block_on(async {
+            // `timeout` polls `call` first and only arms its timer if `call` is pending, so a
+            // call that completes at once costs no timer registration.
+            tokio::time::timeout(limit, call).await.ok()
+        })
+    })
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] on its own thread, so that a plugin stuck

@@ -45,10 +45,7 @@ impl HostState {
         Self {
             wasi,
             table: ResourceTable::new(),
-            limiter: MemoryLimiter {
-                max_bytes: memory_bytes,
-                refused: false,
-            },
+            limiter: MemoryLimiter::new(memory_bytes),
             log,
         }
     }
@@ -66,7 +63,7 @@ impl HostState {
 
     /// Whether the memory limiter refused growth during the current call.
     pub fn memory_refused(&self) -> bool {
-        self.limiter.refused
+        self.limiter.refused()
     }
 }
 
@@ -95,31 +92,31 @@ impl types::HostEvent for HostState {
     }
 
     fn name(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<String> {
-        Ok(self.table.get(&ev)?.name.clone())
+        Ok(self.table.get(&ev)?.name().to_owned())
     }
 
     fn namespace(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<String> {
-        Ok(self.table.get(&ev)?.namespace.clone())
+        Ok(self.table.get(&ev)?.namespace().to_owned())
     }
 
     fn uid(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<String> {
-        Ok(self.table.get(&ev)?.uid.clone())
+        Ok(self.table.get(&ev)?.uid().to_owned())
     }
 
     fn involved_object(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<ObjectReference> {
-        Ok(self.table.get(&ev)?.involved_object.clone())
+        Ok(self.table.get(&ev)?.involved_object())
     }
 
     fn reason(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<String> {
-        Ok(self.table.get(&ev)?.reason.clone())
+        Ok(self.table.get(&ev)?.reason().to_owned())
     }
 
     fn message(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<String> {
-        Ok(self.table.get(&ev)?.message.clone())
+        Ok(self.table.get(&ev)?.message().to_owned())
     }
 
     fn event_type(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<String> {
-        Ok(self.table.get(&ev)?.event_type.clone())
+        Ok(self.table.get(&ev)?.event_type().to_owned())
     }
 
     fn count(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<i32> {
@@ -127,27 +124,27 @@ impl types::HostEvent for HostState {
     }
 
     fn source_component(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<String> {
-        Ok(self.table.get(&ev)?.source_component.clone())
+        Ok(self.table.get(&ev)?.source_component().to_owned())
     }
 
     fn source_host(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<String> {
-        Ok(self.table.get(&ev)?.source_host.clone())
+        Ok(self.table.get(&ev)?.source_host().to_owned())
     }
 
     fn reporting_controller(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<String> {
-        Ok(self.table.get(&ev)?.reporting_controller.clone())
+        Ok(self.table.get(&ev)?.reporting_controller().to_owned())
     }
 
     fn first_timestamp(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<Option<String>> {
-        Ok(self.table.get(&ev)?.first_timestamp.clone())
+        Ok(self.table.get(&ev)?.first_timestamp().map(str::to_owned))
     }
 
     fn last_timestamp(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<Option<String>> {
-        Ok(self.table.get(&ev)?.last_timestamp.clone())
+        Ok(self.table.get(&ev)?.last_timestamp().map(str::to_owned))
     }
 
     fn event_time(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<Option<String>> {
-        Ok(self.table.get(&ev)?.event_time.clone())
+        Ok(self.table.get(&ev)?.event_time().map(str::to_owned))
     }
 
     fn raw(&mut self, ev: Resource<SharedEvent>) -> wasmtime::Result<Vec<u8>> {
@@ -176,33 +173,93 @@ impl types::HostEvent for HostState {
     }
 }
 
-/// Caps linear memory and tables, and remembers a refusal so a resulting trap can be reported
-/// as "memory limit exceeded" rather than as whatever the guest's allocator did next.
+/// Most table elements one instance may have, over all its tables. Function tables of real
+/// plugins hold a few thousand entries at most.
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// What one table element costs the host: a pointer (wasmtime's funcref and externref slots).
+const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
+
+/// Caps an instance's linear memories and tables, and remembers a refusal so a resulting trap
+/// can be reported as "memory limit exceeded" rather than as whatever the guest's allocator did
+/// next.
+///
+/// The cap is on the sum over every memory and table of the instance (a component has several
+/// core instances, each may have several memories), not on each one: 16 memories of 64 MiB each
+/// would otherwise be 1 GiB. A store holds one instance and wasm memories never shrink, so a
+/// running total of what was granted is exact.
 pub struct MemoryLimiter {
     max_bytes: usize,
     refused: bool,
+    /// Bytes of linear memory granted so far, over all memories.
+    memory_bytes: usize,
+    /// Elements granted so far, over all tables.
+    table_elements: usize,
+}
+
+impl MemoryLimiter {
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            max_bytes,
+            refused: false,
+            memory_bytes: 0,
+            table_elements: 0,
+        }
+    }
+
+    /// Bytes granted so far to memories and tables together.
+    pub fn used_bytes(&self) -> usize {
+        self.memory_bytes
+            .saturating_add(self.table_elements.saturating_mul(TABLE_ELEMENT_BYTES))
+    }
+
+    /// Whether growth was refused since the last [`HostState::start_call`].
+    pub fn refused(&self) -> bool {
+        self.refused
+    }
+
+    /// Grants `extra` bytes if the total stays within the cap.
+    fn grant(&mut self, extra: usize) -> bool {
+        let allowed = self
+            .used_bytes()
+            .checked_add(extra)
+            .is_some_and(|total| total <= self.max_bytes);
+        self.refused |= !allowed;
+        allowed
+    }
 }
 
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let allowed = desired <= self.max_bytes;
-        self.refused |= !allowed;
+        let allowed = self.grant(desired.saturating_sub(current));
+        if allowed {
+            self.memory_bytes += desired.saturating_sub(current);
+        }
         Ok(allowed)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        // Function tables of real plugins hold a few thousand entries at most.
-        Ok(desired <= 100_000)
+        let extra = desired.saturating_sub(current);
+        let within_count = self
+            .table_elements
+            .checked_add(extra)
+            .is_some_and(|total| total <= MAX_TABLE_ELEMENTS);
+        self.refused |= !within_count;
+        let allowed = within_count && self.grant(extra.saturating_mul(TABLE_ELEMENT_BYTES));
+        if allowed {
+            self.table_elements += extra;
+        }
+        Ok(allowed)
     }
 
     fn instances(&self) -> usize {
@@ -376,5 +433,80 @@ impl tokio::io::AsyncWrite for PluginOutput {
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memories_and_tables_are_summed_over_the_instance() {
+        let mut limiter = MemoryLimiter::new(64 << 20);
+        assert!(limiter.memory_growing(0, 40 << 20, None).unwrap());
+        // A second memory of the same instance: alone it fits, together they do not.
+        assert!(!limiter.memory_growing(0, 40 << 20, None).unwrap());
+        assert!(limiter.refused());
+        assert!(limiter.memory_growing(0, 20 << 20, None).unwrap());
+        assert_eq!(limiter.used_bytes(), 60 << 20);
+        // Growing the first memory counts only the difference.
+        assert!(limiter.memory_growing(40 << 20, 42 << 20, None).unwrap());
+        assert!(!limiter.memory_growing(42 << 20, 45 << 20, None).unwrap());
+        // Tables: elements count as pointers, in the same budget, and their number is capped
+        // over all tables.
+        let mut limiter = MemoryLimiter::new(64 << 20);
+        assert!(limiter.table_growing(0, 60_000, None).unwrap());
+        assert!(
+            !limiter.table_growing(0, 50_000, None).unwrap(),
+            "110,000 in all"
+        );
+        assert!(limiter.refused());
+        assert!(limiter.table_growing(0, 40_000, None).unwrap());
+        assert_eq!(limiter.used_bytes(), 100_000 * TABLE_ELEMENT_BYTES);
+        let memory_left = (64 << 20) - limiter.used_bytes();
+        assert!(!limiter.memory_growing(0, memory_left + 1, None).unwrap());
+        assert!(limiter.memory_growing(0, memory_left, None).unwrap());
+    }
+
+    /// A component whose one core module has two memories of `pages` 64 KiB pages each.
+    fn two_memories(pages: u32) -> String {
+        format!(
+            "(component (core module $m (memory {pages}) (memory {pages})) \
+             (core instance (instantiate $m)))"
+        )
+    }
+
+    fn instantiate(wat: &str, memory_bytes: usize) -> (wasmtime::Result<()>, bool) {
+        let engine = wasmtime::Engine::default();
+        let component = wasmtime::component::Component::new(&engine, wat).unwrap();
+        let state = HostState::new("t".into(), memory_bytes, 10);
+        let mut store = wasmtime::Store::new(&engine, state);
+        store.limiter(|state| &mut state.limiter);
+        let linker = wasmtime::component::Linker::<HostState>::new(&engine);
+        let result = linker.instantiate(&mut store, &component).map(|_| ());
+        (result, store.data().memory_refused())
+    }
+
+    #[test]
+    fn an_instance_with_two_memories_gets_one_cap() {
+        // 640 pages = 40 MiB: each memory is under the 64 MiB cap, both are not.
+        let (result, refused) = instantiate(&two_memories(640), 64 << 20);
+        assert!(result.is_err() && refused, "{result:?}");
+        let (result, refused) = instantiate(&two_memories(320), 64 << 20);
+        assert!(result.is_ok() && !refused, "{result:?}");
+    }
+
+    #[test]
+    fn an_instance_with_two_tables_gets_one_cap() {
+        let tables = |a: u32, b: u32| {
+            format!(
+                "(component (core module $m (table {a} funcref) (table {b} funcref)) \
+                 (core instance (instantiate $m)))"
+            )
+        };
+        let (result, refused) = instantiate(&tables(60_000, 50_000), 64 << 20);
+        assert!(result.is_err() && refused, "{result:?}");
+        let (result, refused) = instantiate(&tables(40_000, 50_000), 64 << 20);
+        assert!(result.is_ok() && !refused, "{result:?}");
     }
 }

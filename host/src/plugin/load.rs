@@ -17,11 +17,12 @@ use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
 use super::cache::{self, CacheOutcome};
-use super::engine::PluginEngine;
+use super::engine::{PluginEngine, run_within};
 use super::host::HostState;
+use super::lift::{LiftBudget, RouteAnswer, with_budget};
 use crate::bindings::{self, Router, RouterPre};
 use crate::event::SharedEvent;
-use wasmtime::component::Resource;
+use wasmtime::component::{Resource, TypedFunc};
 
 /// Largest plugin file read, and largest component after decompression.
 pub const MAX_WASM_BYTES: u64 = 64 << 20;
@@ -375,7 +376,9 @@ impl Plugin {
 /// A live instance with its store. Dropped after a trap: a trapped store is poisoned.
 pub(super) struct Instance {
     pub store: Store<HostState>,
-    pub bindings: Router,
+    /// `route`, typed to lift its result through [`RouteAnswer`] (sizes checked before any
+    /// copy) rather than as the generated bindings would.
+    route: TypedFunc<(Resource<SharedEvent>,), (RouteAnswer,)>,
 }
 
 /// Why an instance could not be started.
@@ -398,31 +401,57 @@ impl Instance {
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(limits.start_deadline_ticks());
-        let bindings = pre
-            .instantiate(&mut store)
+        let deadline = limits.start_deadline();
+        let instance = run_within(deadline, pre.instance_pre().instantiate_async(&mut store))
+            .ok_or_else(|| StartError::Trap(timed_out("instantiation", deadline)))?
+            .map_err(StartError::Instantiate)?;
+        let bindings = Router::new(&mut store, &instance).map_err(StartError::Instantiate)?;
+        // The export's type was checked against the world when the plugin was linked.
+        let route = instance
+            .get_typed_func(&mut store, "route")
             .map_err(StartError::Instantiate)?;
         store.data_mut().start_call();
         store.set_epoch_deadline(limits.start_deadline_ticks());
-        match bindings.call_init(&mut store, config) {
-            Ok(Ok(())) => Ok(Self { store, bindings }),
-            Ok(Err(msg)) => Err(StartError::Refused(crate::deadletter::truncate(&msg))),
-            Err(trap) => Err(StartError::Trap(trap)),
+        match run_within(deadline, bindings.call_init(&mut store, config)) {
+            None => Err(StartError::Trap(timed_out("init", deadline))),
+            Some(Ok(Ok(()))) => Ok(Self { store, route }),
+            Some(Ok(Err(msg))) => Err(StartError::Refused(crate::deadletter::truncate(&msg))),
+            Some(Err(trap)) => Err(StartError::Trap(trap)),
         }
     }
 
-    /// Calls the plugin's `route` with a handle to `event`. The handle lives in this instance's
-    /// resource table for the duration of the call only.
+    /// Calls the plugin's `route` with a handle to `event`, for at most `deadline` (the epoch
+    /// deadline, set by the caller, stops wasm code; this stops a wait in a host call), and lifts
+    /// its answer within `budget`. A call that ran out of time is a
+    /// [`Trap::Interrupt`](wasmtime::Trap::Interrupt) either way, and the instance must be
+    /// discarded. The handle lives in this instance's resource table for the duration of the
+    /// call only.
     pub fn call_route(
         &mut self,
         event: &SharedEvent,
-    ) -> wasmtime::Result<Result<Vec<bindings::Destination>, String>> {
+        deadline: Duration,
+        budget: LiftBudget,
+    ) -> wasmtime::Result<RouteAnswer> {
         let handle = self.store.data_mut().table.push(event.clone())?;
         let borrowed = Resource::new_borrow(handle.rep());
-        let result = self.bindings.call_route(&mut self.store, borrowed);
+        let route = self.route;
+        let result = with_budget(budget, || {
+            run_within(deadline, route.call_async(&mut self.store, (borrowed,)))
+        })
+        .unwrap_or_else(|| Err(wasmtime::Trap::Interrupt.into()))
+        .map(|(answer,)| answer);
         // After a trap the instance is dropped with its table, so the entry goes either way.
         self.store.data_mut().table.delete(handle)?;
         result
     }
+}
+
+/// The error of a start-up step that ran out of time waiting in a host call.
+fn timed_out(step: &str, deadline: Duration) -> wasmtime::Error {
+    wasmtime::format_err!(
+        "{step} exceeded the {} ms start deadline",
+        deadline.as_millis()
+    )
 }
 
 fn check_header(wasm: &[u8]) -> Result<(), LoadProblem> {

@@ -1,15 +1,18 @@
 //! Routing one event through a plugin set, on the calling thread.
 //!
 //! A [`Router`] belongs to one thread. It keeps one store and instance per plugin and reuses them
-//! across calls (instantiating per event would cost 25-40 µs). A call runs under the epoch
-//! deadline and memory cap; after a trap the instance is dropped, since a trapped store is
-//! poisoned, and a fresh one is started from the plugin's `InstancePre` on the next event.
+//! across calls (instantiating per event would cost 25-40 µs). A call runs under the deadline
+//! (epoch interruption for wasm code, a timeout for a wait in a host call) and the memory cap;
+//! after a trap or a timeout the instance is dropped, since its store is poisoned or its call
+//! was abandoned half-way, and a fresh one is started from the plugin's `InstancePre` on the
+//! next event.
 
 use std::sync::Arc;
 
 use wasmtime::Trap;
 
 use super::engine::PluginEngine;
+use super::lift::{LiftBudget, RouteAnswer};
 use super::load::{Instance, StartError};
 use super::set::SharedSet;
 use crate::bindings::Destination;
@@ -117,13 +120,18 @@ impl Router {
             let started = self.latency[index]
                 .as_ref()
                 .map(|_| std::time::Instant::now());
-            let result = instance.call_route(event);
+            let budget = LiftBudget::new(&limits.output, event.raw.len());
+            let result = instance.call_route(event, limits.call_deadline, budget);
             if let (Some(histogram), Some(started)) = (&self.latency[index], started) {
                 histogram.observe(started.elapsed().as_secs_f64());
             }
             let destinations = match result {
-                Ok(Ok(destinations)) => destinations,
-                Ok(Err(message)) => return dead(DeadLetterReason::plugin_error(&message)),
+                Ok(RouteAnswer::Lifted(Ok(destinations))) => destinations,
+                Ok(RouteAnswer::Lifted(Err(message))) => {
+                    return dead(DeadLetterReason::plugin_error(&message));
+                }
+                // Too big to lift: the host copied nothing, and the instance is fine.
+                Ok(RouteAnswer::Refused(reason)) => return dead(reason),
                 Err(error) => {
                     let reason = classify_trap(&error, instance, limits.call_deadline);
                     tracing::warn!(plugin = %plugin.name, "{reason}; starting a fresh instance");

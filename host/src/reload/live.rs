@@ -1,7 +1,7 @@
 //! The plugin set in service, and the only place where it changes: swaps, refusals, trials and
 //! rollbacks.
 //!
-//! Routing threads look at the current set once per event ([`LiveRouter`]). An atomic generation
+//! Routing threads look at the current set once per event ([`LiveRouter`]). An atomic activation
 //! number tells them cheaply whether it changed; if it did, they take the new set and start fresh
 //! instances. A swap therefore lands between two events of each thread, and every event is routed
 //! entirely by one set. Events already routed are unaffected, and their writes carry the version
@@ -90,7 +90,7 @@ struct Trial {
 /// One activation of a set: at start-up, by a reload, or by a rollback.
 #[derive(Debug)]
 pub struct Active {
-    generation: u64,
+    activation: u64,
     set: SharedSet,
     health: Health,
     trial: Option<Trial>,
@@ -102,8 +102,8 @@ impl Active {
         &self.set
     }
 
-    pub fn generation(&self) -> u64 {
-        self.generation
+    pub fn activation(&self) -> u64 {
+        self.activation
     }
 }
 
@@ -162,7 +162,7 @@ pub struct TrialStatus {
 /// The set in service, shared by the routing threads and the reloader.
 #[derive(Debug)]
 pub struct LiveSet {
-    generation: AtomicU64,
+    activation: AtomicU64,
     policy: RollbackPolicy,
     state: Mutex<State>,
 }
@@ -181,14 +181,14 @@ impl LiveSet {
     /// Puts `set` in service. The first set is good by definition: there is nothing to return to.
     pub fn new(set: PluginSet, policy: RollbackPolicy) -> Arc<Self> {
         let active = Arc::new(Active {
-            generation: 0,
+            activation: 0,
             set: Arc::new(set),
             health: Health::default(),
             trial: None,
             since: SystemTime::now(),
         });
         Arc::new(Self {
-            generation: AtomicU64::new(0),
+            activation: AtomicU64::new(0),
             policy,
             state: Mutex::new(State {
                 good: active.clone(),
@@ -200,9 +200,9 @@ impl LiveSet {
         })
     }
 
-    /// The generation in service; it changes with every swap.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+    /// The activation in service; it changes with every swap.
+    pub fn activation(&self) -> u64 {
+        self.activation.load(Ordering::Acquire)
     }
 
     pub fn current(&self) -> Arc<Active> {
@@ -297,7 +297,7 @@ impl LiveSet {
         };
         let failed = certain || (ratio > limit && events >= MIN_EVENTS_TO_JUDGE);
         let mut state = lock(&self.state);
-        if state.current.generation != active.generation
+        if state.current.activation != active.activation
             || !trial.open.swap(false, Ordering::AcqRel)
         {
             return; // already decided, or replaced
@@ -336,15 +336,15 @@ impl LiveSet {
     }
 
     fn activate(&self, state: &mut State, set: SharedSet, trial: Option<Trial>, health: Health) {
-        let generation = state.current.generation + 1;
+        let activation = state.current.activation + 1;
         state.current = Arc::new(Active {
-            generation,
+            activation,
             set,
             health,
             trial,
             since: SystemTime::now(),
         });
-        self.generation.store(generation, Ordering::Release);
+        self.activation.store(activation, Ordering::Release);
     }
 
     pub fn status(&self) -> ReloadStatus {
@@ -443,7 +443,7 @@ fn make_router(engine: &PluginEngine, active: &Active, latency: Option<&PluginLa
 
 impl RouteEvent for LiveRouter {
     fn route(&mut self, event: &SharedEvent) -> Outcome {
-        if self.live.generation() != self.active.generation {
+        if self.live.activation() != self.active.activation {
             self.active = self.live.current();
             // Instances of the old set are dropped here; the new set's start on first use.
             self.router = make_router(&self.engine, &self.active, self.latency.as_ref());
