@@ -7,18 +7,21 @@ CARGO ?= cargo
 PLUGIN_TARGET_DIR := target/plugins
 PLUGIN_OUT := $(PLUGIN_TARGET_DIR)/wasm32-wasip2/release
 
-.PHONY: setup setup-cargo-component setup-kafka plugins demo test lint validate-deploy supply-chain bench chaos
+.PHONY: setup setup-cargo-component setup-kafka setup-peers plugins demo test lint validate-deploy supply-chain bench chaos
 
 # Everything a fresh machine lacks. Idempotent and quick when already done.
 # Debian packages: kcat, a Kafka client that is not ours, which the tests use on both ends;
 # kubectl, which runs deploy/plugins/update-plugins.sh in the tests (client-side dry run, no
 # cluster); libssl-dev and pkg-config, for librdkafka's TLS and SCRAM support;
 # python3-confluent-kafka, the Python fanout the pipeline benchmark compares against.
+# And Go (golang-go, unless a `go` is already on PATH): tests/integration/poison.rs runs Go's
+# encoding/json, EventRouter's own parser, over the envelope fixtures (standard library only).
 DEBIAN_PACKAGES := kcat kubectl libssl-dev pkg-config python3-confluent-kafka
 setup:
 	rustup target add wasm32-wasip2
 	rustup component add rustfmt clippy
 	missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	command -v go >/dev/null 2>&1 || missing="$$missing golang-go"; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
 # cargo-component: the second way users build plugins (`cargo component build`), which the
@@ -34,6 +37,11 @@ setup-cargo-component: setup
 # (tests/kafka-cluster): once, into ~/.cache/fanout/kafka-VERSION (about 10 s; Java 17 and Maven).
 setup-kafka:
 	.ci/setup-kafka
+
+# The pipeline benchmark's peers (benches/peers/), built outside the work tree's sources:
+# the Go fanout on franz-go into target/peers/go-franz (Go's caches under ~/.cache/fanout/go).
+setup-peers: setup
+	.ci/setup-peers
 
 # The example plugins, built the way users build theirs.
 plugins: setup
@@ -63,14 +71,16 @@ validate-deploy:
 supply-chain:
 	.ci/deny
 
-# The pipeline benchmark's CI setting (20k events, every contender, every record checked) runs
-# under `cargo test`, which builds it without `--bench`. The chaos run's CI setting is one of the
+# The pipeline benchmark's CI settings (20k events, every contender, every record checked) run
+# under `cargo test`, which builds them without `--bench`: the embedded-broker lane (pipeline)
+# and the Apache Kafka lane (drain, which needs the Go peer from setup-peers). The chaos run's CI setting is one of the
 # tests `cargo test --workspace` runs: on the mock cluster (50k events), then on a real 3-node
 # Apache Kafka at least once (20k events); tests/chaos/main.rs says why exactly-once is not in
 # CI yet.
-test: lint validate-deploy supply-chain setup-cargo-component setup-kafka
+test: lint validate-deploy supply-chain setup-cargo-component setup-kafka setup-peers
 	$(CARGO) test --workspace
 	$(CARGO) test -p fanout --bench pipeline
+	$(CARGO) test -p fanout --bench drain
 
 # The chaos run's full setting, in a release build: 1M events and 100 plugin swaps, three times
 # (the feed alone takes about 10 minutes a run, at 1,700 events/s): on the mock cluster at least
@@ -83,7 +93,8 @@ test: lint validate-deploy supply-chain setup-cargo-component setup-kafka
 chaos: setup setup-kafka
 	FANOUT_CHAOS=full $(CARGO) test --release -p fanout --test chaos
 
-bench: plugins
+bench: plugins setup-kafka setup-peers
 	$(CARGO) bench -p fanout --bench route
 	$(CARGO) bench -p fanout --bench reload
 	$(CARGO) bench -p fanout --bench pipeline
+	$(CARGO) bench -p fanout --bench drain

@@ -41,9 +41,13 @@
 //! 20,000 events, one round, no latency runs, and it fails unless every contender wrote exactly
 //! the expected records to every topic. It asserts correctness, never speed.
 
+#[path = "measure.rs"]
+mod measure;
 #[path = "../tests/integration/support.rs"]
 #[allow(dead_code)]
 mod support;
+#[path = "workload.rs"]
+mod workload;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -54,12 +58,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fanout::demo::{EmbeddedKafka, send};
-use fanout::generate::EventGenerator;
 use fanout::plugin::Outcome;
+use measure::{cpu_seconds, env_or, median, peak_rss_mib, python_available, tail, terminate};
 use rdkafka::Message as _;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::producer::{DefaultProducerContext, Producer as _, ThreadedProducer};
+use workload::Workload;
 
 const SOURCE_TOPIC: &str = "cluster-events";
 const SOURCE_PARTITIONS: i32 = 8;
@@ -114,7 +119,7 @@ fn main() {
         "workload: {} events over {NAMESPACES} namespaces, {SOURCE_PARTITIONS} source partitions",
         settings.events
     );
-    let workload = Workload::generate(settings.events);
+    let workload = Workload::generate(settings.events, NAMESPACES);
     println!(
         "  mean envelope {:.0} bytes; hottest namespace {:.1}% of events",
         workload.bytes as f64 / workload.events.len() as f64,
@@ -167,7 +172,7 @@ fn main() {
 
     let mut latencies: Vec<Option<Latency>> = vec![None; contenders.len()];
     if settings.latency_events > 0 {
-        let latency_workload = Workload::generate(settings.latency_events);
+        let latency_workload = Workload::generate(settings.latency_events, NAMESPACES);
         for (index, contender) in contenders.iter().enumerate() {
             let rate = median(results[index].iter().map(|r| r.events_per_second)) / 2.0;
             let launch = Launch {
@@ -223,46 +228,6 @@ struct Settings {
     events: usize,
     rounds: usize,
     latency_events: usize,
-}
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
-        })
-        .unwrap_or(default)
-}
-
-// --- The workload. ---
-
-struct Workload {
-    /// (key, value, namespace) per event, in production order.
-    events: Vec<(String, Vec<u8>, String)>,
-    per_namespace: BTreeMap<String, u64>,
-    bytes: u64,
-}
-
-impl Workload {
-    fn generate(n: usize) -> Self {
-        let mut generator = EventGenerator::new(7, NAMESPACES);
-        let mut per_namespace = BTreeMap::new();
-        let mut bytes = 0;
-        let events = (0..n)
-            .map(|_| {
-                let e = generator.next_event();
-                *per_namespace.entry(e.namespace.clone()).or_insert(0) += 1;
-                bytes += e.value.len() as u64;
-                (e.key, e.value, e.namespace)
-            })
-            .collect();
-        Self {
-            events,
-            per_namespace,
-            bytes,
-        }
-    }
 }
 
 // --- The contenders. ---
@@ -438,21 +403,6 @@ impl Contender {
     }
 }
 
-fn python_available() -> Result<(), String> {
-    let output = Command::new("/usr/bin/python3")
-        .args(["-c", "import confluent_kafka"])
-        .output()
-        .map_err(|e| format!("/usr/bin/python3: {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "python3-confluent-kafka is not installed (make setup installs it): {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
-}
-
 // --- One run. ---
 
 #[derive(Clone)]
@@ -523,7 +473,7 @@ fn run(
         feeder.join().unwrap();
         measured
     });
-    terminate(child, contender, &log);
+    terminate(child, contender.label(), &log);
     let (seen, latencies_ms) = observer.finish();
     let events = workload.events.len() as f64;
     Run {
@@ -621,70 +571,6 @@ fn observe(
         );
         std::thread::sleep(Duration::from_millis(2));
     }
-}
-
-/// Stops the contender as Kubernetes would (SIGTERM) and checks it exits cleanly.
-fn terminate(mut child: Child, contender: &Contender, log: &Path) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(
-                status.success(),
-                "{} exited with {status}:\n{}",
-                contender.label(),
-                tail(log)
-            );
-            return;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{} did not stop within 60 s of SIGTERM", contender.label());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
-}
-
-/// User plus system CPU seconds of a process so far, from `/proc/PID/stat`.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may hold spaces): state is
-    // field 3, utime and stime are fields 14 and 15.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / clock_ticks_per_second()
-}
-
-fn clock_ticks_per_second() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        let out = Command::new("getconf").arg("CLK_TCK").output().unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-    })
-}
-
-/// Peak resident set size of a process so far (`VmHWM`), in MiB.
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 // --- The observer: a consumer of every destination topic. ---
@@ -790,15 +676,6 @@ fn unix_ms() -> f64 {
 }
 
 // --- The report. ---
-
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = values.collect();
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[v.len() / 2]
-}
 
 struct Row {
     label: &'static str,
