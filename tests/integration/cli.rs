@@ -419,3 +419,84 @@ fn mock_broker_takes_fault_commands_on_standard_input_and_refuses_bad_ones() {
     }
     assert!(orphan.wait().unwrap().success());
 }
+
+/// The dry run refuses what `fanout run` refuses: by-namespace routes an event of namespace
+/// `cluster-events` to the source topic, and one of `fanout-dead-letter` to the dead-letter
+/// topic, both `topic-denied` in the service; and it reads the same variables naming them.
+#[test]
+fn route_refuses_the_services_source_and_dead_letter_topics() {
+    let line = String::from_utf8(support::lines("events/eventrouter.jsonl").remove(0)).unwrap();
+    let in_namespace = |ns: &str| {
+        line.replace(
+            r#""namespace":"checkout""#,
+            &format!(r#""namespace":"{ns}""#),
+        )
+    };
+    let input = [
+        in_namespace("cluster-events"),
+        in_namespace("fanout-dead-letter"),
+        in_namespace("events-in"),
+        in_namespace("checkout"),
+    ]
+    .join("\n");
+    let run = |env: &[(&str, &str)]| -> Vec<serde_json::Value> {
+        let mut command = support::fanout();
+        command
+            .args(["route", "--plugins"])
+            .arg(support::wasm("by_namespace"))
+            .env_remove("FANOUT_SOURCE_TOPIC")
+            .env_remove("FANOUT_DEAD_LETTER_TOPIC")
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let denied = |result: &serde_json::Value| {
+        result["dead_letter"]
+            .as_str()
+            .is_some_and(|reason| reason.starts_with("topic-denied: "))
+    };
+
+    let defaults = run(&[]);
+    assert_eq!(defaults.len(), 4);
+    assert!(denied(&defaults[0]), "the source topic: {}", defaults[0]);
+    assert!(
+        defaults[0]["dead_letter"]
+            .as_str()
+            .unwrap()
+            .contains("source topic"),
+        "{}",
+        defaults[0]
+    );
+    assert!(
+        denied(&defaults[1]),
+        "the dead-letter topic: {}",
+        defaults[1]
+    );
+    assert!(defaults[2]["dead_letter"].is_null(), "{}", defaults[2]);
+    assert!(defaults[3]["dead_letter"].is_null(), "{}", defaults[3]);
+
+    // The service's variables move the reservations with them.
+    let renamed = run(&[
+        ("FANOUT_SOURCE_TOPIC", "events-in"),
+        ("FANOUT_DEAD_LETTER_TOPIC", "checkout"),
+    ]);
+    assert!(renamed[0]["dead_letter"].is_null(), "{}", renamed[0]);
+    assert!(renamed[1]["dead_letter"].is_null(), "{}", renamed[1]);
+    assert!(denied(&renamed[2]), "{}", renamed[2]);
+    assert!(denied(&renamed[3]), "{}", renamed[3]);
+}

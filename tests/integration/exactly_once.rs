@@ -48,7 +48,7 @@ fn replica(bootstrap: &str, group: &str, plugins: &std::path::Path, id: &str) ->
 }
 
 /// One counter from the replica's /metrics (0 until it is exported).
-fn metric(service: &Service, name: &str) -> f64 {
+pub fn metric(service: &Service, name: &str) -> f64 {
     let (_, body) = ops::get(&ops::endpoint(service), "/metrics");
     ops::samples(&body).get(name).copied().unwrap_or(0.0)
 }
@@ -197,7 +197,7 @@ fn hostile_destination(scope: &Scope, record: &kafka::SourceRecord) -> String {
         .filter(|ns| !ns.is_empty())
         .unwrap_or("none");
     let topic = format!("ok.{namespace}");
-    match fanout::policy::check_topic_name(&topic) {
+    match fanout::topic_name::check_topic_name(&topic) {
         Ok(()) => topic,
         Err(_) => scope.dead_letter.clone(),
     }
@@ -237,7 +237,7 @@ fn feed_ahead_of_commits(
     )
 }
 
-fn wait_for_committed(
+pub fn wait_for_committed(
     scope: &Scope,
     reader: &BaseConsumer,
     want: i64,
@@ -591,5 +591,14 @@ fn a_topic_that_does_not_exist_costs_its_batch_one_abort() {
         log.contains("refuses every write"),
         "the refusal is logged for the topic:\n{log}"
     );
-    assert_eq!(aborted, 1.0, "one abort for the whole batch:\n{log}");
+    // The topic costs one abort. The mock cluster can add one of its own: after an abort that
+    // purged queued writes, its sequence tracking may answer the next batch with
+    // OUT_OF_ORDER_SEQUENCE_NUMBER (a full run on the loaded 2-core machine saw it once, the log naming that cause); that abort does not name the
+    // topic and is not this test's concern.
+    let for_the_topic = log
+        .lines()
+        .filter(|l| l.contains("transaction aborted") && l.contains(&absent))
+        .count();
+    assert_eq!(for_the_topic, 1, "one abort for the whole batch:\n{log}");
+    assert!((1.0..=2.0).contains(&aborted), "{aborted} aborts:\n{log}");
 }

@@ -23,7 +23,7 @@ use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use fanout::pipeline::inflight::headers;
+use fanout::deadletter::headers;
 
 use crate::kafka::{DEAD_LETTER, SOURCE};
 use crate::reload::{ConfigMap, by_namespace_files, hostile_files};

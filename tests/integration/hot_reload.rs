@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use fanout::deadletter::headers;
 use fanout::pipeline::Routing;
-use fanout::pipeline::inflight::headers;
 use fanout::reload::RollbackPolicy;
 
 use crate::kafka::{self, DEAD_LETTER, Expected, SOURCE, SourceRecord};

@@ -136,7 +136,7 @@ pub fn expected(record: &SourceRecord) -> Expected {
     }
     match namespace.as_str().unwrap_or("") {
         "" => Expected::DeadLetter("plugin-error"),
-        ns if fanout::policy::check_topic_name(ns).is_err() => {
+        ns if fanout::topic_name::check_topic_name(ns).is_err() => {
             Expected::DeadLetter("invalid-topic")
         }
         ns => Expected::Topic(ns.to_owned()),
@@ -331,6 +331,19 @@ impl RunningPipeline {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// What the pipeline returned, if it stopped by itself within `timeout`.
+    pub fn finished_within(self, timeout: Duration) -> Option<anyhow::Result<()>> {
+        let started = Instant::now();
+        while !self.thread.is_finished() {
+            if started.elapsed() > timeout {
+                self.stop.store(true, Ordering::Relaxed);
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(self.thread.join().unwrap())
     }
 
     /// Graceful stop: drain, flush, commit.

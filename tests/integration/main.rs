@@ -3,6 +3,7 @@
 
 mod alerts;
 mod apache_kafka;
+mod architecture;
 mod atomic_writer;
 mod atomic_writer_tests;
 mod authoring;
@@ -19,7 +20,10 @@ mod hot_reload;
 mod kafka;
 mod load_errors;
 mod ops;
+mod ops_http;
 mod pipeline;
+mod poison;
+mod poison_envelopes;
 mod properties;
 mod reload;
 mod security;

@@ -6,8 +6,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rdkafka::ClientConfig;
+use rdkafka::consumer::BaseConsumer;
+
 use crate::kafka::{self, SOURCE};
-use crate::support;
+use crate::{apache_kafka, support};
 
 /// A `fanout run` child process whose log goes to a file.
 pub struct Service {
@@ -155,6 +158,30 @@ pub fn count(bootstrap: &str, topics: &[String]) -> usize {
     kafka::read_all(bootstrap, topics, 0, Duration::from_secs(30)).len()
 }
 
+/// Waits until `group` has committed past `want` source records. At-least-once commits an offset
+/// only after its event was delivered, so from then on every event has its copy; a count of
+/// output records cannot say that once a restart has written duplicates.
+pub fn wait_for_committed(bootstrap: &str, group: &str, want: usize, timeout: Duration) {
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let n = apache_kafka::committed(&reader, SOURCE);
+        if n >= want as i64 {
+            return;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "{group} committed only {n} of {want} source records after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 pub fn wait_for_count(bootstrap: &str, topics: &[String], want: usize, timeout: Duration) {
     let started = Instant::now();
     loop {
@@ -184,7 +211,12 @@ fn killed_mid_stream_and_restarted_loses_nothing() {
     first.kill();
 
     let second = Service::replica(&bootstrap, "restart", plugins.path());
-    wait_for_count(&bootstrap, &topics, source.len(), Duration::from_secs(180));
+    wait_for_committed(
+        &bootstrap,
+        "restart",
+        source.len(),
+        Duration::from_secs(180),
+    );
     let (status, log) = second.terminate();
     assert!(
         status.success(),
@@ -287,7 +319,7 @@ fn two_replicas_share_the_partitions_and_one_takes_over() {
     assert!(status.success(), "{log}");
     assert!(log.contains("partitions revoked"), "{log}");
     kafka::produce(&bootstrap, SOURCE, second_half);
-    wait_for_count(&bootstrap, &topics, source.len(), Duration::from_secs(180));
+    wait_for_committed(&bootstrap, "pair", source.len(), Duration::from_secs(180));
     let (status, log) = b.terminate();
     assert!(status.success(), "{log}");
     assert!(

@@ -292,6 +292,14 @@ impl KafkaCluster {
         self.started_in
     }
 
+    /// The process ids of the running nodes (for measuring the broker's CPU beside a client's).
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.child.as_ref().map(Child::id))
+            .collect()
+    }
+
     /// Where the nodes' properties, logs and data are.
     pub fn dir(&self) -> &Path {
         self.dir.path()

@@ -1,0 +1,3 @@
+module fanout.test/envelope-verdict
+
+go 1.19
